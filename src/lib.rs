@@ -1,1 +1,3 @@
-
+pub mod providers;
+pub mod sse;
+pub mod usage;
