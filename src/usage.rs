@@ -618,6 +618,46 @@ mod tests {
     }
 
     #[test]
+    fn fixtures() {
+        let chat: Value =
+            serde_json::from_slice(include_bytes!("../tests/fixtures/openai/chat_completion.json")).unwrap();
+        assert_eq!(
+            Usage::from_openai_json(&chat),
+            Some(Usage {
+                input_tokens: 1117,
+                output_tokens: 46,
+                ..Usage::default()
+            })
+        );
+        let emb: Value =
+            serde_json::from_slice(include_bytes!("../tests/fixtures/openai/embeddings.json")).unwrap();
+        assert_eq!(
+            Usage::from_openai_json(&emb),
+            Some(Usage {
+                input_tokens: 8,
+                ..Usage::default()
+            })
+        );
+
+        let stream = include_bytes!("../tests/fixtures/openai/chat_stream_usage.sse");
+        let (fwd, obs) = pass_through(stream, false, true);
+        assert_eq!(
+            obs.usage(),
+            Some(Usage {
+                input_tokens: 1180,
+                output_tokens: 3,
+                cached_input_tokens: 1024,
+                ..Usage::default()
+            })
+        );
+        assert_eq!(obs.generated_text(), "Hello!");
+        assert!(fwd.len() < stream.len());
+        assert!(!String::from_utf8(fwd).unwrap().contains("\"choices\":[]"));
+        let (fwd, _) = pass_through(stream, true, false);
+        assert_eq!(fwd, stream.to_vec());
+    }
+
+    #[test]
     fn usage_precheck() {
         assert!(may_carry_usage(r#"{"usage" : {"a":1}}"#));
         assert!(may_carry_usage(r#"{"x":"usage","usage":{}}"#));

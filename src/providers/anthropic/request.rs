@@ -36,8 +36,8 @@ const NATIVE_FIELDS: [&str; 2] = ["top_k", "thinking"];
 ///   (the Messages API has no mid-conversation system turn).
 /// - `tool` messages become `tool_result` blocks in a user turn; consecutive turns of the same role are merged, and
 ///   within a user turn `tool_result` blocks are moved first, as the Messages API requires.
-/// - `max_completion_tokens` wins over `max_tokens`; without either, [`DEFAULT_MAX_TOKENS`] is sent because the
-///   Messages API requires a value.
+/// - `max_completion_tokens` wins over `max_tokens`; without either, [`DEFAULT_MAX_TOKENS`] (plus any
+///   `thinking.budget_tokens`) is sent because the Messages API requires a value.
 /// - `temperature` is clamped to Anthropic's `[0, 1]` range (OpenAI allows up to 2): a request routed to Claude by
 ///   `model: "auto"` should not fail for a value that is valid on the model the client had in mind. When both
 ///   `temperature` and `top_p` are given only `temperature` is sent, because recent Claude models reject both.
@@ -223,7 +223,14 @@ fn max_tokens(req: &Map<String, Value>) -> Result<u64, TranslateError> {
             };
         }
     }
-    Ok(DEFAULT_MAX_TOKENS)
+    // With extended thinking the Messages API requires `max_tokens` above `thinking.budget_tokens`; the default
+    // leaves the usual room for the visible answer on top of the thinking budget.
+    let budget = req
+        .get("thinking")
+        .and_then(|t| t.get("budget_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    Ok(DEFAULT_MAX_TOKENS.saturating_add(budget))
 }
 
 fn stop_sequences(req: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {

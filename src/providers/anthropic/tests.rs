@@ -1150,3 +1150,142 @@ proptest::proptest! {
         proptest::prop_assert!(t.is_done());
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fixtures (tests/fixtures/anthropic)
+// ---------------------------------------------------------------------------------------------------------------
+
+const FIX_STREAM_TEXT: &[u8] = include_bytes!("../../../tests/fixtures/anthropic/stream_text.sse");
+const FIX_STREAM_TOOL: &[u8] = include_bytes!("../../../tests/fixtures/anthropic/stream_tool_use.sse");
+const FIX_STREAM_ERROR: &[u8] =
+    include_bytes!("../../../tests/fixtures/anthropic/stream_error_overloaded.sse");
+const FIX_MESSAGE_TEXT: &[u8] = include_bytes!("../../../tests/fixtures/anthropic/message_text.json");
+const FIX_MESSAGE_TOOL: &[u8] = include_bytes!("../../../tests/fixtures/anthropic/message_tool_use.json");
+const FIX_ERROR_429: &[u8] = include_bytes!("../../../tests/fixtures/anthropic/error_rate_limit.json");
+
+#[test]
+fn fixture_stream_text() {
+    let (frames, t) = run_stream(FIX_STREAM_TEXT, 13, true, true);
+    let text: String = frames
+        .iter()
+        .filter_map(|f| f["choices"][0]["delta"]["content"].as_str())
+        .collect::<Vec<_>>()
+        .concat();
+    assert_eq!(text, "The capital of France is Paris — \"la Ville Lumière\".\n");
+    assert_eq!(frames.last(), Some(&json!("[DONE]")));
+    let usage = &frames[frames.len() - 2]["usage"];
+    assert_eq!(usage["prompt_tokens"], json!(472 + 1840));
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], json!(1840));
+    assert_eq!(usage["completion_tokens"], json!(17));
+    assert!(t.saw_stop());
+    // Every frame shares one id derived from Anthropic's message id.
+    let ids: std::collections::BTreeSet<&str> = frames.iter().filter_map(|f| f["id"].as_str()).collect();
+    assert_eq!(
+        ids.into_iter().collect::<Vec<_>>(),
+        vec!["chatcmpl-msg_01TXa6vR1c2oW1vYtWyAc3Hq"]
+    );
+
+    // The passthrough accumulator reads the same numbers from the raw Messages stream.
+    let mut p = SseParser::new();
+    let mut acc = MessagesStreamUsage::new();
+    for ev in p.push(FIX_STREAM_TEXT).unwrap() {
+        acc.push(&ev);
+    }
+    assert_eq!(acc.usage(), Some(t.usage()));
+    assert!(acc.saw_message_stop());
+}
+
+#[test]
+fn fixture_stream_tool_use() {
+    let (frames, t) = run_stream(FIX_STREAM_TOOL, 5, false, true);
+    let args: String = frames
+        .iter()
+        .filter_map(|f| f["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect::<Vec<_>>()
+        .concat();
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).unwrap(),
+        json!({"location": "San Francisco, CA", "unit": "fahrenheit"})
+    );
+    let first_call = frames
+        .iter()
+        .find(|f| f["choices"][0]["delta"]["tool_calls"][0]["id"].is_string())
+        .unwrap();
+    assert_eq!(
+        first_call["choices"][0]["delta"]["tool_calls"][0],
+        json!({"index": 0, "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "type": "function",
+               "function": {"name": "get_weather", "arguments": ""}})
+    );
+    assert_eq!(
+        frames[frames.len() - 2]["choices"][0]["finish_reason"],
+        json!("tool_calls")
+    );
+    assert_eq!(
+        t.usage(),
+        Usage {
+            input_tokens: 472,
+            output_tokens: 89,
+            ..Usage::default()
+        }
+    );
+}
+
+#[test]
+fn fixture_stream_error() {
+    let (frames, t) = run_stream(FIX_STREAM_ERROR, 64, true, true);
+    assert_eq!(frames.last().unwrap()["error"]["code"], json!("overloaded"));
+    assert!(!frames.contains(&json!("[DONE]")));
+    assert!(!t.saw_stop());
+    assert_eq!(
+        t.usage(),
+        Usage {
+            input_tokens: 1200,
+            output_tokens: 1,
+            ..Usage::default()
+        }
+    );
+}
+
+#[test]
+fn fixture_messages() {
+    let text: Value = serde_json::from_slice(FIX_MESSAGE_TEXT).unwrap();
+    let out = messages_response_to_chat(&text, "claude-sonnet").unwrap();
+    assert_eq!(
+        out["choices"][0]["message"]["content"],
+        json!("Hi! My name is Claude.")
+    );
+    assert_eq!(out["usage"]["prompt_tokens"], json!(2095 + 2048));
+    assert_eq!(
+        messages_usage_from_json(&text),
+        Some(Usage {
+            input_tokens: 4143,
+            output_tokens: 503,
+            cached_input_tokens: 0,
+            cache_write_input_tokens: 2048,
+            reasoning_tokens: 0
+        })
+    );
+    assert_eq!(
+        messages_usage_from_json(&text).unwrap().uncached_input_tokens(),
+        2095
+    );
+
+    let tool: Value = serde_json::from_slice(FIX_MESSAGE_TOOL).unwrap();
+    let out = messages_response_to_chat(&tool, "claude-haiku").unwrap();
+    assert_eq!(out["choices"][0]["finish_reason"], json!("tool_calls"));
+    assert_eq!(
+        out["choices"][0]["message"]["content"],
+        json!("I'll check the current weather in San Francisco for you.")
+    );
+    assert_eq!(
+        out["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        json!("get_weather")
+    );
+
+    let err = error_body_to_openai(429, FIX_ERROR_429);
+    assert_eq!(err["error"]["type"], json!("rate_limit_error"));
+    assert!(
+        !err.to_string().contains("req_011"),
+        "upstream request ids are not echoed"
+    );
+}
