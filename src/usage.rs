@@ -172,6 +172,15 @@ pub fn is_usage_only_chunk(chunk: &Value) -> bool {
     choices_empty && has_usage
 }
 
+/// The client's `stream_options.include_usage` (false when absent); pass it to `StreamTranslator::new` or
+/// [`OpenAiStreamUsage::new`].
+pub fn wants_stream_usage(req: &serde_json::Map<String, Value>) -> bool {
+    req.get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
 /// Makes a streaming OpenAI request ask for usage in its final chunk, and reports whether the client itself asked.
 ///
 /// For `stream: true` requests this sets `stream_options.include_usage = true` (keeping any other
@@ -182,11 +191,7 @@ pub fn request_stream_usage(req: &mut serde_json::Map<String, Value>) -> bool {
     if req.get("stream").and_then(Value::as_bool) != Some(true) {
         return false;
     }
-    let client_asked = req
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        == Some(true);
+    let client_asked = wants_stream_usage(req);
     let opts = req.entry("stream_options").or_insert_with(|| json!({}));
     if !opts.is_object() {
         *opts = json!({});

@@ -1289,3 +1289,122 @@ fn fixture_messages() {
         "upstream request ids are not echoed"
     );
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// No panics on arbitrary JSON
+// ---------------------------------------------------------------------------------------------------------------
+
+mod arbitrary {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Keys and strings drawn from the vocabulary the translators look at, so random documents reach deep paths.
+    const WORDS: &[&str] = &[
+        "role",
+        "content",
+        "type",
+        "text",
+        "image_url",
+        "url",
+        "tool_calls",
+        "id",
+        "function",
+        "name",
+        "arguments",
+        "tool_call_id",
+        "messages",
+        "tools",
+        "tool_choice",
+        "stop",
+        "max_tokens",
+        "n",
+        "user",
+        "input",
+        "index",
+        "delta",
+        "partial_json",
+        "usage",
+        "stop_reason",
+        "message",
+        "content_block",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_input_tokens",
+        "parameters",
+        "file",
+        "file_data",
+        "system",
+        "assistant",
+        "tool",
+        "developer",
+        "auto",
+        "required",
+        "none",
+        "tool_use",
+        "text_delta",
+        "input_json_delta",
+        "thinking",
+        "thinking_delta",
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "message_delta",
+        "message_stop",
+        "error",
+        "temperature",
+        "response_format",
+        "json_object",
+        "data:image/png;base64,AA",
+        "data:application/pdf;base64,AA",
+        "https://x.test/a.png",
+        "{}",
+        "{\"a\":1}",
+        "",
+        " ",
+    ];
+
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![4 => proptest::sample::select(WORDS).prop_map(str::to_owned), 1 => ".{0,6}"]
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-3i64..5000).prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            word().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::btree_map(word(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn translators_never_panic(v in arb_json(), msgs in proptest::collection::vec(arb_json(), 0..4)) {
+            if let Value::Object(m) = &v {
+                let _ = chat_request_to_messages(m, "m");
+                let mut with_msgs = m.clone();
+                with_msgs.insert("messages".into(), Value::Array(msgs.clone()));
+                let _ = chat_request_to_messages(&with_msgs, "m");
+            }
+            let _ = messages_response_to_chat(&v, "m");
+            let _ = messages_usage_from_json(&v);
+            let _ = error_object_to_openai(&v, Some(500));
+            let _ = crate::usage::Usage::from_openai_json(&v);
+            let _ = crate::usage::is_usage_only_chunk(&v);
+            let mut t = StreamTranslator::new("m", true);
+            let _ = t.push_json(&v);
+            for m in &msgs {
+                let _ = t.push_json(m);
+            }
+            let _ = t.finish();
+            let _ = t.usage();
+        }
+    }
+}
