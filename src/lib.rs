@@ -1,3 +1,31 @@
+//! Switchyard: a cost-optimising reverse proxy for commercial LLM APIs.
+//!
+//! The request pipeline, one module per stage, in request order:
+//!
+//! - [`auth`]: API key → [`auth::Principal`] (user, team, key), cached.
+//! - [`policy`]: the team's rules, hot-reloaded from `policies/*.yaml`.
+//! - `classify`: difficulty and task type from a local embedding model.
+//! - [`route`]: the cheapest model that meets the policy for this query (pure).
+//! - [`budget`]: reserve the request's maximum cost before calling upstream.
+//! - `upstream` + [`providers`]: the pooled HTTPS client and the provider adapters (OpenAI, Anthropic); [`sse`]
+//!   parses and encodes the event streams they carry.
+//! - [`usage`] + [`cost`]: tokens from the response, priced in decimal (pure).
+//! - [`ledger`]: one append-only spend row per request; budgets settled.
+//! - [`metrics`]: Prometheus counters and histograms derived from ledger entries.
+//!
+//! Around them: [`config`] (YAML, two-stage validation), [`store`] (Postgres or SQLite), [`error`] (the one
+//! error type, in OpenAI's shape).
+
+pub mod auth;
+pub mod budget;
+pub mod config;
+pub mod cost;
+pub mod error;
+pub mod ledger;
+pub mod metrics;
+pub mod policy;
 pub mod providers;
+pub mod route;
 pub mod sse;
+pub mod store;
 pub mod usage;
