@@ -580,6 +580,37 @@ async fn stream_dropped_mid_way_has_no_done() {
 }
 
 #[tokio::test]
+async fn in_stream_error_events_match_each_provider() {
+    let mock = MockUpstream::start().await;
+    let mut body = chat_stream("x", false);
+    body["model"] = json!("gpt-4o-mini-serr2");
+    let resp = post_json(&format!("{}/v1/chat/completions", mock.url()), &[], &body).await;
+    assert_eq!(resp.status, 200);
+    assert!(resp.body_error.is_none());
+    let events = resp.sse();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[2].json()["error"]["type"], "server_error");
+
+    let resp = post_json(
+        &format!("{}/v1/messages", mock.url()),
+        &[
+            ANTHROPIC_HEADERS[0],
+            ANTHROPIC_HEADERS[1],
+            ("x-mock-stream-error-after", "4"),
+        ],
+        &anthropic_body(true),
+    )
+    .await;
+    let events = resp.sse();
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[4].event.as_deref(), Some("error"));
+    assert_eq!(
+        events[4].json(),
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    );
+}
+
+#[tokio::test]
 async fn omit_usage_removes_usage_everywhere() {
     let mock = MockUpstream::builder()
         .behavior(Behavior::ok().omit_usage())
@@ -596,6 +627,24 @@ async fn omit_usage_removes_usage_everywhere() {
             .all(|e| e.json().get("usage").is_none())
     );
     assert_eq!(openai_stream_text(&events), DEFAULT_REPLY);
+}
+
+#[tokio::test]
+async fn reported_model_can_differ_from_the_requested_one() {
+    let mock = MockUpstream::builder()
+        .report_model("gpt-4o", "gpt-4o-2024-08-06")
+        .start()
+        .await;
+    let url = format!("{}/v1/chat/completions", mock.url());
+    let mut body = chat_stream("x", false);
+    body["model"] = json!("gpt-4o-n2");
+    let events = post_json(&url, &[], &body).await.sse();
+    assert!(
+        events
+            .iter()
+            .filter(|e| !e.is_done())
+            .all(|e| e.json()["model"] == "gpt-4o-2024-08-06")
+    );
 }
 
 #[tokio::test]
@@ -720,4 +769,29 @@ async fn official_sdks_accept_the_mock() {
     let run = common::e2e::run_pytest(&[], &env).await;
     run.assert_passed();
     common::e2e::assert_upstream_saw_sdk_traffic(&mock).await;
+}
+
+/// The black-box helper the proxy's end-to-end tests use: spawn, wait for /healthz, kill on drop.
+#[tokio::test]
+async fn child_server_helper_waits_for_health() {
+    let port = common::process::free_port();
+    let script = "import http.server, sys\n\
+        class H(http.server.BaseHTTPRequestHandler):\n\
+        \x20   def do_GET(self):\n\
+        \x20       self.send_response(200 if self.path == '/healthz' else 404); self.end_headers()\n\
+        \x20   def log_message(self, *a): print('served', self.path, flush=True)\n\
+        http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n";
+    let server = common::process::ChildServer::spawn(
+        "python3".as_ref(),
+        &["-c", script, &port.to_string()],
+        &[],
+        format!("http://127.0.0.1:{port}"),
+    )
+    .await;
+    assert_eq!(
+        get(&format!("{}/healthz", server.base_url), &[]).await.status,
+        200
+    );
+    let output = server.stop().await;
+    assert!(output.contains("served /healthz"), "{output}");
 }

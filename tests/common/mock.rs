@@ -45,6 +45,7 @@
 //! | `x-mock-retry-after: N`         | `-raN`       | `retry-after` seconds on a 429/529/503 (default 1)            |
 //! | `x-mock-drop-after: N`          | `-dropN`     | cut the connection after N SSE events (no `[DONE]`)           |
 //! | `x-mock-stall-after: N`         | `-stallN`    | stop sending after N SSE events, keep the connection open     |
+//! | `x-mock-stream-error-after: N`  | `-serrN`     | after N SSE events send the provider's in-stream error event  |
 //! | `x-mock-omit-usage: 1`          | `-nousage`   | no usage anywhere (not even when `include_usage` is asked)    |
 //! | `x-mock-hang: 1`                | `-hang`      | never answer                                                  |
 //! | `x-mock-tool: 1`                | `-tool`      | answer with a call of the first (or forced) tool              |
@@ -52,7 +53,7 @@
 //!
 //! Suffixes are read from the end of the model name and stop at the first segment that is not one of them, so
 //! `gpt-4o-mini-d50-e429` means 50 ms then a 429, and `gpt-4o-mini` is untouched. The response echoes the model
-//! exactly as requested (suffixes included); a configured model list ([`MockBuilder::models`]) is checked against
+//! exactly as requested (suffixes included) unless [`MockBuilder::report_model`] maps it; a configured model list ([`MockBuilder::models`]) is checked against
 //! the name without suffixes. A tool call is also made whenever the request forces one (`tool_choice`
 //! `"required"` / a named function for OpenAI, `{"type":"any"}` / `{"type":"tool"}` for Anthropic).
 //!
@@ -106,6 +107,9 @@ pub struct Behavior {
     pub drop_after: Option<usize>,
     /// Stop sending after this many SSE events but keep the connection open (non-stream: after half the body).
     pub stall_after: Option<usize>,
+    /// Streaming: after this many SSE events send the provider's in-stream error event and end the stream
+    /// cleanly (OpenAI `data: {"error":…}`, Anthropic `event: error`).
+    pub stream_error_after: Option<usize>,
     /// Report no usage at all, even when `stream_options.include_usage` is asked.
     pub omit_usage: bool,
     /// Never answer.
@@ -162,6 +166,10 @@ impl Behavior {
         self.stall_after = Some(events);
         self
     }
+    pub fn stream_error_after(mut self, events: usize) -> Self {
+        self.stream_error_after = Some(events);
+        self
+    }
     pub fn omit_usage(mut self) -> Self {
         self.omit_usage = true;
         self
@@ -194,6 +202,7 @@ impl Behavior {
             ("retry-after", Some(n)) => self.retry_after = Some(n),
             ("drop-after", Some(n)) => self.drop_after = Some(n as usize),
             ("stall-after", Some(n)) => self.stall_after = Some(n as usize),
+            ("stream-error-after", Some(n)) => self.stream_error_after = Some(n as usize),
             ("cached-tokens", Some(n)) => self.cached_tokens = n,
             ("reply", _) => self.reply = Some(value.to_owned()),
             ("omit-usage", _) => self.omit_usage = flag,
@@ -234,6 +243,7 @@ impl Behavior {
                         "ra" => "retry-after",
                         "drop" => "drop-after",
                         "stall" => "stall-after",
+                        "serr" => "stream-error-after",
                         "cache" => "cached-tokens",
                         _ => "",
                     };
@@ -301,6 +311,7 @@ pub struct MockBuilder {
     models: Option<Vec<String>>,
     ollama_load_time: Option<Duration>,
     loaded: Vec<String>,
+    reported_models: HashMap<String, String>,
 }
 
 impl MockBuilder {
@@ -326,6 +337,13 @@ impl MockBuilder {
         self.ollama_load_time = Some(load_time);
         self
     }
+    /// Report `reported` as the response's `model` when `requested` (with or without suffixes) is asked for, as
+    /// OpenAI answers `gpt-4o` with `gpt-4o-2024-08-06`. Without it the requested name is echoed.
+    pub fn report_model(mut self, requested: &str, reported: &str) -> Self {
+        self.reported_models
+            .insert(requested.to_owned(), reported.to_owned());
+        self
+    }
     /// Models loaded at start (Ollama).
     pub fn loaded_models(mut self, models: &[&str]) -> Self {
         self.loaded = models.iter().map(|m| (*m).to_owned()).collect();
@@ -341,6 +359,7 @@ impl MockBuilder {
         let state = Arc::new(State {
             api_key: self.api_key,
             models: self.models,
+            reported_models: self.reported_models,
             ollama: self.ollama_load_time.is_some(),
             seq: AtomicU64::new(0),
             counters,
@@ -441,8 +460,7 @@ impl MockUpstream {
     /// and a timer here would fire early under paused tokio time.
     pub async fn wait_for(&self, pred: impl FnMut(&Counters) -> bool) -> Counters {
         let mut rx = self.state.counters.subscribe();
-        let seen = *rx.wait_for(pred).await.expect("mock counters channel closed");
-        seen
+        *rx.wait_for(pred).await.expect("mock counters channel closed")
     }
     pub async fn wait_for_requests(&self, n: usize) {
         self.wait_for(|c| c.requests >= n).await;
@@ -467,6 +485,7 @@ impl MockUpstream {
 struct State {
     api_key: Option<String>,
     models: Option<Vec<String>>,
+    reported_models: HashMap<String, String>,
     ollama: bool,
     seq: AtomicU64,
     counters: watch::Sender<Counters>,
@@ -678,10 +697,15 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         Endpoint::Embeddings => "",
         Endpoint::Messages => "msg_mock",
     };
+    let reported = state
+        .reported_models
+        .get(&model)
+        .or_else(|| base_model.as_ref().and_then(|b| state.reported_models.get(b)))
+        .cloned();
     let ctx = Ctx {
         id: format!("{id_prefix}{seq:016x}"),
         seq,
-        model,
+        model: reported.unwrap_or(model),
         created: now_secs(),
         behavior,
         azure: flavor == Flavor::Azure,
@@ -1021,7 +1045,7 @@ fn openai_chat(state: &Arc<State>, ctx: &Ctx, body: &Value, stream: bool) -> Res
         }));
     }
     let frames = openai_frames(events);
-    with_openai_headers(sse_response(state, frames, 1, b), ctx.seq)
+    with_openai_headers(sse_response(state, frames, 1, b, OPENAI_STREAM_ERROR), ctx.seq)
 }
 
 fn openai_frames(events: Vec<Value>) -> Vec<Bytes> {
@@ -1079,7 +1103,10 @@ fn openai_completions(state: &Arc<State>, ctx: &Ctx, body: &Value, stream: bool)
         last["usage"] = usage;
         events.push(last);
     }
-    with_openai_headers(sse_response(state, openai_frames(events), 0, b), ctx.seq)
+    with_openai_headers(
+        sse_response(state, openai_frames(events), 0, b, OPENAI_STREAM_ERROR),
+        ctx.seq,
+    )
 }
 
 fn embeddings(ctx: &Ctx, body: &Value) -> Response<Body> {
@@ -1345,7 +1372,10 @@ fn anthropic_messages(state: &Arc<State>, ctx: &Ctx, body: &Value, stream: bool)
         .into_iter()
         .map(|(name, data)| Bytes::from(format!("event: {name}\ndata: {data}\n\n")))
         .collect();
-    with_headers(sse_response(state, frames, 3, b), &headers)
+    with_headers(
+        sse_response(state, frames, 3, b, ANTHROPIC_STREAM_ERROR),
+        &headers,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1552,12 +1582,24 @@ fn with_openai_headers(resp: Response<Body>, seq: u64) -> Response<Body> {
     )
 }
 
+/// The event OpenAI sends when a stream fails after its 200 head: a `data:` line holding an error object.
+const OPENAI_STREAM_ERROR: &str = "data: {\"error\":{\"message\":\"The server had an error while processing your \
+     request. Sorry about that!\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n";
+
+/// Anthropic's mid-stream error event (its usual cause is overload).
+const ANTHROPIC_STREAM_ERROR: &str = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+
 fn sse_response(
     state: &Arc<State>,
-    frames: Vec<Bytes>,
+    mut frames: Vec<Bytes>,
     first_content: usize,
     behavior: &Behavior,
+    error_event: &'static str,
 ) -> Response<Body> {
+    if let Some(n) = behavior.stream_error_after.filter(|n| *n < frames.len()) {
+        frames.truncate(n);
+        frames.push(Bytes::from_static(error_event.as_bytes()));
+    }
     let mut resp = Response::new(event_body(state, frames, first_content, behavior));
     let h = resp.headers_mut();
     h.insert(

@@ -13,4 +13,5 @@
 pub mod client;
 pub mod e2e;
 pub mod mock;
+pub mod process;
 pub mod sse;
