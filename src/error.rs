@@ -150,11 +150,12 @@ impl Error {
     /// OpenAI's `type` field.
     fn type_str(&self) -> &'static str {
         match &self.kind {
+            // OpenAI itself answers a bad key with `invalid_request_error` (and code `invalid_api_key`).
             ErrorKind::InvalidRequest
             | ErrorKind::PayloadTooLarge
             | ErrorKind::NotFound
-            | ErrorKind::MethodNotAllowed => "invalid_request_error",
-            ErrorKind::Unauthorized => "authentication_error",
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::Unauthorized => "invalid_request_error",
             ErrorKind::Forbidden => "permission_error",
             ErrorKind::BudgetExceeded => "insufficient_quota",
             ErrorKind::UpstreamRejected { .. } | ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => {

@@ -102,6 +102,11 @@ models:
   - name: nokey
     deployments: [unconfigured]
     price: {{ input: "1", output: "2" }}
+  - name: slow
+    deployments: [mock-openai]
+    # The mock reads behaviour from model-name suffixes: 400 pieces, 10 ms apart.
+    upstream_model: slow-n400-cd10
+    price: {{ input: "1", output: "2" }}
 "#
     )
 }
