@@ -346,7 +346,7 @@ fn anthropic_request(
 ) -> Result<http::Request<http_body_util::Full<Bytes>>, Error> {
     let mut builder = http::Request::builder()
         .method(http::Method::POST)
-        .uri(format!("{}/v1/messages", deployment.base_url))
+        .uri(format!("{}/messages", deployment.base_url))
         .header(header::CONTENT_TYPE, "application/json")
         .header("anthropic-version", deployment.anthropic_version.as_str())
         .header(
@@ -610,6 +610,17 @@ async fn respond(
         Ok(Ok(c)) => c.to_bytes(),
     };
 
+    if parts.status == StatusCode::UNAUTHORIZED {
+        // The provider refused the deployment's credentials, not the caller's: passing the 401 on would tell the
+        // client its own Switchyard key is bad.
+        tracing::error!(deployment = %finisher.target.deployment.name, "upstream rejected the deployment's API key");
+        let e = Error::upstream_failed(format!(
+            "The upstream provider for `{}` rejected Switchyard's credentials; an administrator must fix the deployment.",
+            finisher.target.model.name
+        ));
+        finisher.finish_error(&e);
+        return Err(e);
+    }
     if parts.status.is_client_error() {
         let body = match (kind, endpoint) {
             (ProviderKind::Anthropic, Endpoint::ChatCompletions) => {

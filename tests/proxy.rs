@@ -48,6 +48,7 @@ on_both_stores!(
     upstream_dying_mid_stream_reaches_the_client_as_an_error,
     graceful_shutdown_lets_streams_finish,
     fallback_deployment_serves_when_the_first_is_down,
+    azure_deployments_use_api_version_and_api_key,
     health_and_admin_endpoints,
 );
 
@@ -302,6 +303,12 @@ async fn upstream_errors_map_to_gateway_statuses(db: Db) {
     let r = post_json(&url, &[(h, &v)], &body).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.header("retry-after"), Some("7"));
+
+    // The provider refusing the deployment's key is Switchyard's problem, not the caller's: 502, not 401.
+    upstream.push_behavior(Behavior::error(401));
+    let r = post_json(&url, &[(h, &v)], &body).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_openai_error(&r.json(), None);
 
     // 5xx becomes 502 in our shape.
     upstream.push_behavior(Behavior::error(500));
@@ -678,5 +685,28 @@ async fn health_and_admin_endpoints(db: Db) {
     let r = get(&format!("{}/admin/keys", p.url), &[("authorization", &auth)]).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_openai_error(&r.json(), None);
+    p.stop().await;
+}
+
+async fn azure_deployments_use_api_version_and_api_key(db: Db) {
+    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
+    let p = TestProxy::start(&upstream.url(), db).await;
+    let (h, v) = bearer(&p);
+    let r = post_json(
+        &format!("{}/v1/chat/completions", p.url),
+        &[(h, &v)],
+        &json!({"model": "azure-gpt-4o", "messages": [{"role": "user", "content": "hello azure"}]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let seen = upstream.last_request();
+    assert_eq!(seen.path, "/openai/deployments/gpt-4o-eu/chat/completions");
+    assert_eq!(seen.query.as_deref(), Some("api-version=2024-10-21"));
+    assert_eq!(seen.header("api-key"), Some(UPSTREAM_KEY));
+    assert_eq!(
+        seen.header("authorization"),
+        None,
+        "Azure takes the key in api-key only"
+    );
     p.stop().await;
 }

@@ -1,6 +1,10 @@
 //! TLS termination: with a certificate and key configured, Switchyard serves HTTPS (HTTP/1.1 and HTTP/2 by ALPN).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a panic is a failed assertion with its message")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is a failed assertion with its message"
+)]
 
 mod common;
 
@@ -40,7 +44,9 @@ async fn serves_https_with_the_configured_certificate() {
             .unwrap()
             .with_root_certificates(roots.clone())
             .with_no_client_auth();
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only();
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only();
         // The connector offers one protocol by ALPN; the server must accept either.
         let https = if expected == http::Version::HTTP_2 {
             builder.enable_http2().build()
