@@ -21,6 +21,7 @@ pub mod config;
 pub mod cost;
 pub mod error;
 pub mod ledger;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod route;
