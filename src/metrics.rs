@@ -506,11 +506,13 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// One upstream attempt failed (in addition to [`Metrics::observe_upstream`] for its duration).
-    pub fn observe_upstream_error(&self, provider: &str, kind: UpstreamErrorKind) {
+    /// One upstream attempt failed (in addition to [`Metrics::observe_upstream`] for its duration). `kind` is a
+    /// short identifier from a fixed set — [`UpstreamErrorKind::as_str`] or the upstream error's own `kind()` —
+    /// never an error message; the `'static` bound keeps it a compile-time vocabulary.
+    pub fn observe_upstream_error(&self, provider: &str, kind: &'static str) {
         self.inner
             .upstream_errors
-            .with_label_values(&[bounded(provider), kind.as_str()])
+            .with_label_values(&[bounded(provider), reason_label(kind)])
             .inc();
     }
 
@@ -937,7 +939,7 @@ mod tests {
         let m = Metrics::new().unwrap();
         m.observe_overhead(0.0004);
         m.observe_upstream("anthropic", "/v1/messages", 1.5);
-        m.observe_upstream_error("anthropic", UpstreamErrorKind::from_status(503).unwrap());
+        m.observe_upstream_error("anthropic", UpstreamErrorKind::from_status(503).unwrap().as_str());
         m.observe_classifier(0.004, ClassifierOutcome::Computed);
         m.observe_classifier(0.2, ClassifierOutcome::Fallback);
         m.observe_fallback("research", "gpt-4o", "claude-sonnet-4");

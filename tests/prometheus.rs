@@ -496,7 +496,7 @@ fn synthetic_request(metrics: &Metrics, i: u64) -> LedgerEntry {
         f64::from(entry.latency_ms) / 1000.0 * 0.9,
     );
     if entry.status == Status::Failed {
-        metrics.observe_upstream_error(&entry.provider, UpstreamErrorKind::Server);
+        metrics.observe_upstream_error(&entry.provider, UpstreamErrorKind::Server.as_str());
         metrics.observe_fallback(&entry.team, "claude-sonnet-4", &entry.routed_model);
     }
     if i % 23 == 0 {
