@@ -15,15 +15,26 @@
 //! Around them: [`config`] (YAML, two-stage validation), [`store`] (Postgres or SQLite), [`error`] (the one
 //! error type, in OpenAI's shape).
 
+pub mod api;
 pub mod auth;
 pub mod budget;
+pub mod cli;
 pub mod config;
 pub mod cost;
 pub mod error;
+pub mod estimate;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;
+pub mod pipeline;
 pub mod policy;
+pub mod providers;
 pub mod route;
+pub mod server;
+pub mod sse;
+pub mod state;
 pub mod store;
+pub mod upstream;
 pub mod usage;
+
+pub use server::run;
