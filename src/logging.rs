@@ -1,4 +1,4 @@
-//! Structured logs: `tracing` events rendered as text or JSON (`log.format`), filtered by `RUST_LOG` (default
+//! Structured logs: `tracing` events rendered as text or JSON (`log.format`), filtered by `SWITCHYARD_LOG` (default
 //! `info`), written to stderr so that stdout stays free for command output.
 //!
 //! Every finished request produces exactly one event, target `switchyard::request`, built from its ledger entry by
@@ -18,6 +18,8 @@ use crate::ledger::{LedgerEntry, Status};
 pub const REQUEST_TARGET: &str = "switchyard::request";
 /// The target of prompt events, emitted only when `log.prompts` is on.
 pub const PROMPT_TARGET: &str = "switchyard::prompt";
+/// The environment variable holding the log filter, in `RUST_LOG` syntax.
+pub const FILTER_ENV: &str = "SWITCHYARD_LOG";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoggingError {
@@ -25,12 +27,19 @@ pub enum LoggingError {
     AlreadyInstalled,
 }
 
-/// Installs the process-wide subscriber. Call once, from `main`; tests build their own with [`subscriber`].
-pub fn init(settings: &LogSettings) -> Result<(), LoggingError> {
+/// Installs the process-wide subscriber: text or JSON as `settings` say (text without settings, for commands that
+/// run before a config is loaded), filtered by `SWITCHYARD_LOG` (`RUST_LOG` syntax; default `info`). Call once,
+/// from the CLI; tests build their own with [`subscriber`].
+pub fn init(settings: Option<&LogSettings>) -> Result<(), LoggingError> {
     let filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
+        .with_env_var(FILTER_ENV)
         .from_env_lossy();
-    tracing::subscriber::set_global_default(subscriber(settings, filter, std::io::stderr))
+    let text = LogSettings {
+        format: LogFormat::Text,
+        prompts: false,
+    };
+    tracing::subscriber::set_global_default(subscriber(settings.unwrap_or(&text), filter, std::io::stderr))
         .map_err(|_| LoggingError::AlreadyInstalled)
 }
 
@@ -86,6 +95,7 @@ pub fn request(entry: &LedgerEntry) {
                 baseline_cost_usd = %entry.baseline_cost,
                 latency_ms = entry.latency_ms,
                 ttft_ms = entry.ttft_ms,
+                overhead_us = entry.overhead_us,
                 "request finished"
             )
         };
@@ -172,6 +182,7 @@ mod tests {
             ttft_ms: None,
             status: Status::Ok,
             http_status: 200,
+            overhead_us: 350,
         }
     }
 

@@ -420,6 +420,12 @@ impl Metrics {
         m.requests
             .with_label_values(&[team, model, provider, status])
             .inc();
+        // The same figure as the `x-switchyard-overhead-ms` response header.
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "microseconds of overhead are far below 2^52"
+        )]
+        m.overhead.observe(entry.overhead_us as f64 / 1e6);
 
         // Without a chosen model nothing was routed, sent or spent: the request was refused before routing.
         if entry.routed_model.is_empty() {
@@ -488,12 +494,6 @@ impl Metrics {
                     .observe(n as f64);
             }
         }
-    }
-
-    /// Time spent inside Switchyard for one request, upstream time excluded (the same figure as the
-    /// `x-switchyard-overhead-ms` response header).
-    pub fn observe_overhead(&self, seconds: f64) {
-        self.inner.overhead.observe(seconds);
     }
 
     /// One upstream attempt took `seconds`, whatever its outcome: call it for failed attempts too, so that
@@ -785,6 +785,7 @@ mod tests {
             ttft_ms: Some(120),
             status: Status::Ok,
             http_status: 200,
+            overhead_us: 400,
         }
     }
 
@@ -885,6 +886,8 @@ mod tests {
             "a success has an empty error_type, which Prometheus stores as no label at all"
         );
         assert!(text.contains(r#"le="81.92""#));
+        assert!(text.contains("switchyard_proxy_overhead_seconds_count 1"));
+        assert!(text.contains(r#"switchyard_proxy_overhead_seconds_bucket{le="0.0005"} 1"#));
         assert_eq!(
             sample(
                 &text,
@@ -937,7 +940,6 @@ mod tests {
     #[test]
     fn stage_methods_export_their_series() {
         let m = Metrics::new().unwrap();
-        m.observe_overhead(0.0004);
         m.observe_upstream("anthropic", "/v1/messages", 1.5);
         m.observe_upstream_error("anthropic", UpstreamErrorKind::from_status(503).unwrap().as_str());
         m.observe_classifier(0.004, ClassifierOutcome::Computed);
@@ -950,7 +952,6 @@ mod tests {
         m.local_model_swap("llama-3.1-8b");
         let text = m.render();
         for series in [
-            "switchyard_proxy_overhead_seconds_count 1",
             r#"switchyard_upstream_duration_seconds_count{operation="chat",provider="anthropic"} 1"#,
             r#"switchyard_upstream_errors_total{kind="http_5xx",provider="anthropic"} 1"#,
             r#"switchyard_classifier_duration_seconds_count{outcome="fallback"} 1"#,

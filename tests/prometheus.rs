@@ -477,6 +477,7 @@ fn synthetic_entry(i: u64) -> LedgerEntry {
             Status::Failed => 502,
             Status::Rejected => 429,
         },
+        overhead_us: 200 + (i % 9) * 300,
     }
 }
 
@@ -489,7 +490,6 @@ fn synthetic_request(metrics: &Metrics, i: u64) -> LedgerEntry {
         _ => ClassifierOutcome::Fallback,
     };
     metrics.observe_classifier(0.0005 + (i % 20) as f64 * 0.001, outcome);
-    metrics.observe_overhead(0.0002 + (i % 9) as f64 * 0.0003);
     metrics.observe_upstream(
         &entry.provider,
         entry.endpoint,
