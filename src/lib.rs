@@ -7,7 +7,8 @@
 //! - `classify`: difficulty and task type from a local embedding model.
 //! - [`route`]: the cheapest model that meets the policy for this query (pure).
 //! - [`budget`]: reserve the request's maximum cost before calling upstream.
-//! - `upstream` + `providers`: the pooled HTTPS client and the provider adapters (OpenAI, Anthropic).
+//! - `upstream` + [`providers`]: the pooled HTTPS client and the provider adapters (OpenAI, Anthropic); [`sse`]
+//!   parses and encodes the event streams they carry.
 //! - [`usage`] + [`cost`]: tokens from the response, priced in decimal (pure).
 //! - [`ledger`]: one append-only spend row per request; budgets settled.
 //! - [`metrics`]: Prometheus counters and histograms derived from ledger entries.

@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorKind};
 use crate::ledger::{LedgerEntry, Status};
 use crate::providers::{anthropic, openai};
 use crate::route::{self, Decision, RequestFacts, RouteError, Target};
-use crate::sse::{SseEvent, SseParser};
+use crate::sse::SseParser;
 use crate::state::AppState;
 use crate::usage::Usage;
 use crate::{cost, estimate};
@@ -255,11 +255,7 @@ fn upstream_body(endpoint: Endpoint, request: &mut Map<String, Value>, target: &
             Ok(UpstreamBody { body: serialize(request)?, client_wants_usage })
         }
         (ProviderKind::Anthropic, Endpoint::ChatCompletions) => {
-            let client_wants_usage = request
-                .get("stream_options")
-                .and_then(|o| o.get("include_usage"))
-                .and_then(Value::as_bool)
-                == Some(true);
+            let client_wants_usage = crate::usage::wants_stream_usage(request);
             let translated = anthropic::chat_request_to_messages(request, upstream_model).map_err(|e| {
                 let mut err = Error::invalid_request(e.to_string());
                 if let Some(p) = e.param() {
@@ -610,68 +606,38 @@ trait StreamProcessor: Send {
 /// the client's behalf, which is removed again when the client did not ask for it.
 struct OpenAiPassthrough {
     parser: SseParser,
-    client_wants_usage: bool,
-    usage: Option<Usage>,
-    output_bytes: usize,
-    done: bool,
+    watch: crate::usage::OpenAiStreamUsage,
 }
 
 impl OpenAiPassthrough {
     fn new(client_wants_usage: bool) -> Self {
-        OpenAiPassthrough { parser: SseParser::new(), client_wants_usage, usage: None, output_bytes: 0, done: false }
-    }
-
-    fn frame(&mut self, ev: SseEvent) -> Option<Bytes> {
-        if ev.is_done() {
-            self.done = true;
-            return Some(ev.raw);
-        }
-        let Some(value) = ev.json() else {
-            return Some(ev.raw);
-        };
-        if let Some(u) = Usage::from_openai_chunk(&value) {
-            self.usage = Some(u);
-        }
-        if let Some(choices) = value.get("choices").and_then(Value::as_array) {
-            for c in choices {
-                if let Some(text) = c.get("delta").and_then(|d| d.get("content")).and_then(Value::as_str) {
-                    self.output_bytes += text.len();
-                }
-                if let Some(text) = c.get("text").and_then(Value::as_str) {
-                    self.output_bytes += text.len();
-                }
-            }
-        }
-        if !self.client_wants_usage && crate::usage::is_usage_only_chunk(&value) {
-            return None;
-        }
-        Some(ev.raw)
+        OpenAiPassthrough { parser: SseParser::new(), watch: crate::usage::OpenAiStreamUsage::new(client_wants_usage) }
     }
 }
 
 impl StreamProcessor for OpenAiPassthrough {
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, String> {
         let events = self.parser.push(chunk).map_err(|e| e.to_string())?;
-        Ok(events.into_iter().filter_map(|ev| self.frame(ev)).collect())
+        Ok(events.into_iter().filter(|ev| self.watch.observe(ev)).map(|ev| ev.raw).collect())
     }
 
     fn finish(&mut self) -> Vec<Bytes> {
         match self.parser.finish() {
-            Ok(Some(ev)) => self.frame(ev).into_iter().collect(),
+            Ok(Some(ev)) if self.watch.observe(&ev) => vec![ev.raw],
             _ => Vec::new(),
         }
     }
 
     fn usage(&self) -> Option<Usage> {
-        self.usage
+        self.watch.usage()
     }
 
     fn output_bytes(&self) -> usize {
-        self.output_bytes
+        self.watch.generated_text().len()
     }
 
     fn completed(&self) -> bool {
-        self.done
+        self.watch.saw_done()
     }
 }
 

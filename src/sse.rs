@@ -79,6 +79,9 @@ pub struct SseParser {
     buf: BytesMut,
     /// Where line scanning resumes; everything before it is complete lines of the current frame.
     scan_pos: usize,
+    /// Where the search for the next line terminator resumes: bytes between `scan_pos` and here are known to hold
+    /// none. Without it a long line arriving in tiny chunks would be rescanned on every push (quadratic CPU).
+    search_pos: usize,
     /// Whether the current frame has seen a non-blank line yet (leading blank lines do not end a frame).
     frame_has_lines: bool,
     max_frame_bytes: usize,
@@ -99,24 +102,44 @@ impl SseParser {
 
     /// A parser with a custom per-frame limit.
     pub fn with_max_frame_bytes(max_frame_bytes: usize) -> Self {
-        Self { buf: BytesMut::new(), scan_pos: 0, frame_has_lines: false, max_frame_bytes, poisoned: false }
+        Self {
+            buf: BytesMut::new(),
+            scan_pos: 0,
+            search_pos: 0,
+            frame_has_lines: false,
+            max_frame_bytes,
+            poisoned: false,
+        }
     }
 
     /// Feeds one chunk and returns every frame it completed, in order.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, SseError> {
         if self.poisoned {
-            return Err(SseError::FrameTooLarge { limit: self.max_frame_bytes });
+            return Err(SseError::FrameTooLarge {
+                limit: self.max_frame_bytes,
+            });
         }
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
-        while let Some((line_end, next)) = next_line(&self.buf, self.scan_pos, false) {
+        loop {
+            let from = self.search_pos.max(self.scan_pos);
+            let Some((line_end, next)) = next_line(&self.buf, from, false) else {
+                // Resume at the end next time, or at a trailing `\r` that may yet become `\r\n`.
+                self.search_pos = match self.buf.last() {
+                    Some(b'\r') => self.buf.len() - 1,
+                    _ => self.buf.len(),
+                };
+                break;
+            };
             let blank = line_end == self.scan_pos;
             self.scan_pos = next;
+            self.search_pos = next;
             if !blank {
                 self.frame_has_lines = true;
             } else if self.frame_has_lines {
                 let raw = self.buf.split_to(self.scan_pos).freeze();
                 self.scan_pos = 0;
+                self.search_pos = 0;
                 self.frame_has_lines = false;
                 out.push(parse_frame(raw));
             }
@@ -125,7 +148,10 @@ impl SseParser {
             self.poisoned = true;
             self.buf = BytesMut::new();
             self.scan_pos = 0;
-            return Err(SseError::FrameTooLarge { limit: self.max_frame_bytes });
+            self.search_pos = 0;
+            return Err(SseError::FrameTooLarge {
+                limit: self.max_frame_bytes,
+            });
         }
         Ok(out)
     }
@@ -136,9 +162,12 @@ impl SseParser {
     /// the byte-for-byte property holds; check `data` before acting on it. Calling `finish` again returns `None`.
     pub fn finish(&mut self) -> Result<Option<SseEvent>, SseError> {
         if self.poisoned {
-            return Err(SseError::FrameTooLarge { limit: self.max_frame_bytes });
+            return Err(SseError::FrameTooLarge {
+                limit: self.max_frame_bytes,
+            });
         }
         self.scan_pos = 0;
+        self.search_pos = 0;
         self.frame_has_lines = false;
         if self.buf.is_empty() {
             return Ok(None);
@@ -190,7 +219,10 @@ fn parse_frame(raw: Bytes) -> SseEvent {
         let (name, value) = match line.iter().position(|&b| b == b':') {
             Some(c) => {
                 let v = line.get(c + 1..).unwrap_or_default();
-                (line.get(..c).unwrap_or_default(), v.strip_prefix(b" ").unwrap_or(v))
+                (
+                    line.get(..c).unwrap_or_default(),
+                    v.strip_prefix(b" ").unwrap_or(v),
+                )
             }
             None => (line, &[][..]),
         };
@@ -364,6 +396,20 @@ event: content_block_delta\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n\n\ndata: plain\r
         assert!(p.push(b"\n\n").is_err());
         assert!(p.finish().is_err());
         assert_eq!(p.buffered_len(), 0, "memory released on error");
+    }
+
+    #[test]
+    fn long_line_in_tiny_chunks_is_linear() {
+        // 2 MiB in 16-byte chunks: quadratic rescanning would take minutes, linear takes milliseconds.
+        let mut p = SseParser::new();
+        let line = vec![b'x'; 2 * 1024 * 1024];
+        p.push(b"data: ").unwrap();
+        for c in line.chunks(16) {
+            assert!(p.push(c).unwrap().is_empty());
+        }
+        let evs = p.push(b"\r\n\r\n").unwrap();
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].data.as_ref().map(String::len), Some(line.len()));
     }
 
     #[test]

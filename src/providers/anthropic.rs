@@ -160,7 +160,11 @@ impl MessagesStreamUsage {
 /// error shape yields a generic message chosen by `status`.
 pub fn error_body_to_openai(status: u16, body: &[u8]) -> Value {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    match parsed.as_ref().and_then(|v| v.get("error")).filter(|e| e.is_object()) {
+    match parsed
+        .as_ref()
+        .and_then(|v| v.get("error"))
+        .filter(|e| e.is_object())
+    {
         Some(err) => error_object_to_openai(err, Some(status)),
         None => error_object_to_openai(&json!({}), Some(status)),
     }
@@ -209,7 +213,10 @@ fn truncate_chars(s: &str, max: usize) -> String {
 
 /// Seconds since the Unix epoch for `created` fields; 0 if the clock is before 1970.
 pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

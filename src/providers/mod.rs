@@ -38,15 +38,23 @@ pub enum TranslateError {
 
 impl TranslateError {
     pub(crate) fn unsupported(param: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Unsupported { param: param.into(), message: message.into() }
+        Self::Unsupported {
+            param: param.into(),
+            message: message.into(),
+        }
     }
 
     pub(crate) fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::InvalidRequest { param: Some(param.into()), message: message.into() }
+        Self::InvalidRequest {
+            param: Some(param.into()),
+            message: message.into(),
+        }
     }
 
     pub(crate) fn upstream(message: impl Into<String>) -> Self {
-        Self::UpstreamMalformed { message: message.into() }
+        Self::UpstreamMalformed {
+            message: message.into(),
+        }
     }
 
     /// The HTTP status the proxy should answer with.

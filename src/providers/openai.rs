@@ -13,22 +13,11 @@ use crate::error::Error;
 /// Sets the upstream model id and, for streams, asks for the usage chunk so spend is exact. Returns whether
 /// the client itself asked for usage (if not, the proxy removes that extra chunk again).
 pub fn prepare_body(body: &mut Map<String, Value>, upstream_model: &str, azure: bool) -> bool {
-    if azure {
-        // Azure selects the model by deployment URL; the field is ignored but harmless, keep the caller's.
-    } else {
+    // Azure selects the model by deployment URL and ignores the field; keep the caller's there.
+    if !azure {
         body.insert("model".to_owned(), Value::String(upstream_model.to_owned()));
     }
-    if body.get("stream").and_then(Value::as_bool) != Some(true) {
-        return false;
-    }
-    let options = body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
-    let Value::Object(options) = options else {
-        // A non-object `stream_options` is the client's error; let the upstream say so.
-        return false;
-    };
-    let asked = options.get("include_usage").and_then(Value::as_bool) == Some(true);
-    options.insert("include_usage".to_owned(), Value::Bool(true));
-    asked
+    crate::usage::request_stream_usage(body)
 }
 
 /// Builds the upstream request for `path` (e.g. `/chat/completions`).

@@ -36,8 +36,8 @@ const NATIVE_FIELDS: [&str; 2] = ["top_k", "thinking"];
 ///   (the Messages API has no mid-conversation system turn).
 /// - `tool` messages become `tool_result` blocks in a user turn; consecutive turns of the same role are merged, and
 ///   within a user turn `tool_result` blocks are moved first, as the Messages API requires.
-/// - `max_completion_tokens` wins over `max_tokens`; without either, [`DEFAULT_MAX_TOKENS`] is sent because the
-///   Messages API requires a value.
+/// - `max_completion_tokens` wins over `max_tokens`; without either, [`DEFAULT_MAX_TOKENS`] (plus any
+///   `thinking.budget_tokens`) is sent because the Messages API requires a value.
 /// - `temperature` is clamped to Anthropic's `[0, 1]` range (OpenAI allows up to 2): a request routed to Claude by
 ///   `model: "auto"` should not fail for a value that is valid on the model the client had in mind. When both
 ///   `temperature` and `top_p` are given only `temperature` is sent, because recent Claude models reject both.
@@ -64,10 +64,14 @@ pub fn chat_request_to_messages(
     }
 
     if let Some(t) = non_null(req, "temperature") {
-        let t = t.as_f64().ok_or_else(|| TranslateError::invalid("temperature", "temperature must be a number"))?;
+        let t = t
+            .as_f64()
+            .ok_or_else(|| TranslateError::invalid("temperature", "temperature must be a number"))?;
         out.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
     } else if let Some(p) = non_null(req, "top_p") {
-        let p = p.as_f64().ok_or_else(|| TranslateError::invalid("top_p", "top_p must be a number"))?;
+        let p = p
+            .as_f64()
+            .ok_or_else(|| TranslateError::invalid("top_p", "top_p must be a number"))?;
         out.insert("top_p".into(), json!(p));
     }
 
@@ -80,7 +84,9 @@ pub fn chat_request_to_messages(
 
     let user = non_null(req, "user").or_else(|| non_null(req, "safety_identifier"));
     if let Some(user) = user {
-        let user = user.as_str().ok_or_else(|| TranslateError::invalid("user", "user must be a string"))?;
+        let user = user
+            .as_str()
+            .ok_or_else(|| TranslateError::invalid("user", "user must be a string"))?;
         if !user.is_empty() {
             out.insert("metadata".into(), json!({ "user_id": user }));
         }
@@ -136,13 +142,22 @@ fn non_null<'a>(req: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 
 fn reject_unsupported(req: &Map<String, Value>) -> Result<(), TranslateError> {
     if non_null(req, "n").is_some_and(|n| n.as_u64() != Some(1)) {
-        return Err(TranslateError::unsupported("n", "Anthropic models return a single choice; `n` must be 1"));
+        return Err(TranslateError::unsupported(
+            "n",
+            "Anthropic models return a single choice; `n` must be 1",
+        ));
     }
     if req.get("logprobs").and_then(Value::as_bool) == Some(true) {
-        return Err(TranslateError::unsupported("logprobs", "Anthropic models do not return log probabilities"));
+        return Err(TranslateError::unsupported(
+            "logprobs",
+            "Anthropic models do not return log probabilities",
+        ));
     }
     if non_null(req, "top_logprobs").is_some_and(|v| v.as_u64() != Some(0)) {
-        return Err(TranslateError::unsupported("top_logprobs", "Anthropic models do not return log probabilities"));
+        return Err(TranslateError::unsupported(
+            "top_logprobs",
+            "Anthropic models do not return log probabilities",
+        ));
     }
     if let Some(rf) = non_null(req, "response_format") {
         let kind = rf.get("type").and_then(Value::as_str).unwrap_or("");
@@ -157,13 +172,25 @@ fn reject_unsupported(req: &Map<String, Value>) -> Result<(), TranslateError> {
         }
     }
     if non_null(req, "audio").is_some() {
-        return Err(TranslateError::unsupported("audio", "Anthropic models do not produce audio"));
+        return Err(TranslateError::unsupported(
+            "audio",
+            "Anthropic models do not produce audio",
+        ));
     }
-    if non_null(req, "modalities").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x != "text")) {
-        return Err(TranslateError::unsupported("modalities", "Anthropic models produce text only"));
+    if non_null(req, "modalities")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|x| x != "text"))
+    {
+        return Err(TranslateError::unsupported(
+            "modalities",
+            "Anthropic models produce text only",
+        ));
     }
     if non_null(req, "logit_bias").is_some_and(|v| v.as_object().is_none_or(|o| !o.is_empty())) {
-        return Err(TranslateError::unsupported("logit_bias", "Anthropic models do not support logit_bias"));
+        return Err(TranslateError::unsupported(
+            "logit_bias",
+            "Anthropic models do not support logit_bias",
+        ));
     }
     for key in ["functions", "function_call"] {
         if non_null(req, key).is_some() {
@@ -175,7 +202,10 @@ fn reject_unsupported(req: &Map<String, Value>) -> Result<(), TranslateError> {
     }
     for key in ["prediction", "web_search_options"] {
         if non_null(req, key).is_some() {
-            return Err(TranslateError::unsupported(key, format!("`{key}` is not supported by Anthropic models")));
+            return Err(TranslateError::unsupported(
+                key,
+                format!("`{key}` is not supported by Anthropic models"),
+            ));
         }
     }
     Ok(())
@@ -186,11 +216,21 @@ fn max_tokens(req: &Map<String, Value>) -> Result<u64, TranslateError> {
         if let Some(v) = non_null(req, key) {
             return match v.as_u64() {
                 Some(n) if n > 0 => Ok(n),
-                _ => Err(TranslateError::invalid(key, format!("`{key}` must be a positive integer"))),
+                _ => Err(TranslateError::invalid(
+                    key,
+                    format!("`{key}` must be a positive integer"),
+                )),
             };
         }
     }
-    Ok(DEFAULT_MAX_TOKENS)
+    // With extended thinking the Messages API requires `max_tokens` above `thinking.budget_tokens`; the default
+    // leaves the usual room for the visible answer on top of the thinking budget.
+    let budget = req
+        .get("thinking")
+        .and_then(|t| t.get("budget_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    Ok(DEFAULT_MAX_TOKENS.saturating_add(budget))
 }
 
 fn stop_sequences(req: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
@@ -198,14 +238,17 @@ fn stop_sequences(req: &Map<String, Value>) -> Result<Option<Value>, TranslateEr
     let list: Vec<Value> = match non_null(req, "stop") {
         None => return Ok(None),
         Some(Value::String(s)) => vec![json!(s)],
-        Some(Value::Array(a)) => {
-            a.iter().map(|s| s.as_str().map(|s| json!(s)).ok_or_else(bad)).collect::<Result<_, _>>()?
-        }
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|s| s.as_str().map(|s| json!(s)).ok_or_else(bad))
+            .collect::<Result<_, _>>()?,
         Some(_) => return Err(bad()),
     };
     // The Messages API rejects stop sequences made only of whitespace; OpenAI ignores empty ones.
-    let list: Vec<Value> =
-        list.into_iter().filter(|s| s.as_str().is_some_and(|s| !s.trim().is_empty())).collect();
+    let list: Vec<Value> = list
+        .into_iter()
+        .filter(|s| s.as_str().is_some_and(|s| !s.trim().is_empty()))
+        .collect();
     Ok((!list.is_empty()).then_some(Value::Array(list)))
 }
 
@@ -228,7 +271,10 @@ fn translate_tools(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Re
             ));
         }
         let f = tool.get("function").and_then(Value::as_object).ok_or_else(|| {
-            TranslateError::invalid(format!("tools[{i}].function"), "each tool needs a `function` object")
+            TranslateError::invalid(
+                format!("tools[{i}].function"),
+                "each tool needs a `function` object",
+            )
         })?;
         let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
             TranslateError::invalid(format!("tools[{i}].function.name"), "each tool needs a `name`")
@@ -266,12 +312,20 @@ fn translate_tools(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Re
             }
         },
         Some(v @ Value::Object(_)) => {
-            let name = v.pointer("/function/name").and_then(Value::as_str).ok_or_else(|| {
-                TranslateError::invalid("tool_choice", "a named tool_choice needs `function.name`")
-            })?;
+            let name = v
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    TranslateError::invalid("tool_choice", "a named tool_choice needs `function.name`")
+                })?;
             Some(json!({"type": "tool", "name": name}))
         }
-        Some(_) => return Err(TranslateError::invalid("tool_choice", "`tool_choice` must be a string or object")),
+        Some(_) => {
+            return Err(TranslateError::invalid(
+                "tool_choice",
+                "`tool_choice` must be a string or object",
+            ));
+        }
     };
     if req.get("parallel_tool_calls").and_then(Value::as_bool) == Some(false) {
         let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
@@ -297,10 +351,9 @@ fn translate_messages(req: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value
     // (role, content blocks) before merging.
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for (i, m) in msgs.iter().enumerate() {
-        let role = m
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| TranslateError::invalid(format!("messages[{i}].role"), "each message needs a role"))?;
+        let role = m.get("role").and_then(Value::as_str).ok_or_else(|| {
+            TranslateError::invalid(format!("messages[{i}].role"), "each message needs a role")
+        })?;
         let content = m.get("content").filter(|c| !c.is_null());
         match role {
             "system" | "developer" => {
@@ -381,7 +434,10 @@ fn text_blocks(content: &Value, param: &str) -> Result<Vec<Value>, TranslateErro
             }
             Ok(out)
         }
-        _ => Err(TranslateError::invalid(param, "content must be a string or an array of parts")),
+        _ => Err(TranslateError::invalid(
+            param,
+            "content must be a string or an array of parts",
+        )),
     }
 }
 
@@ -440,8 +496,9 @@ fn image_block(part: &Value, p: &str) -> Result<Value, TranslateError> {
         None => "",
     };
     let source = if url.starts_with("data:") {
-        let (media_type, data) = parse_data_url(url)
-            .ok_or_else(|| TranslateError::invalid(format!("{p}.image_url.url"), "malformed base64 data: URL"))?;
+        let (media_type, data) = parse_data_url(url).ok_or_else(|| {
+            TranslateError::invalid(format!("{p}.image_url.url"), "malformed base64 data: URL")
+        })?;
         if !IMAGE_MEDIA_TYPES.contains(&media_type) {
             return Err(TranslateError::unsupported(
                 format!("{p}.image_url.url"),
@@ -467,12 +524,15 @@ fn image_block(part: &Value, p: &str) -> Result<Value, TranslateError> {
 /// OpenAI `file` parts carrying a base64 PDF become Anthropic `document` blocks; uploaded file ids cannot be
 /// resolved (they live in OpenAI's file store).
 fn file_block(part: &Value, p: &str) -> Result<Value, TranslateError> {
-    let data_url = part.pointer("/file/file_data").and_then(Value::as_str).ok_or_else(|| {
-        TranslateError::unsupported(
-            format!("{p}.file"),
-            "only inline `file_data` (base64 PDF) files are supported for Anthropic models",
-        )
-    })?;
+    let data_url = part
+        .pointer("/file/file_data")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            TranslateError::unsupported(
+                format!("{p}.file"),
+                "only inline `file_data` (base64 PDF) files are supported for Anthropic models",
+            )
+        })?;
     match parse_data_url(data_url) {
         Some(("application/pdf", data)) => Ok(json!({
             "type": "document",
@@ -504,7 +564,10 @@ fn assistant_blocks(m: &Value, content: Option<&Value>, i: usize) -> Result<Vec<
     };
     if let Some(calls) = m.get("tool_calls").filter(|c| !c.is_null()) {
         let calls = calls.as_array().ok_or_else(|| {
-            TranslateError::invalid(format!("messages[{i}].tool_calls"), "`tool_calls` must be an array")
+            TranslateError::invalid(
+                format!("messages[{i}].tool_calls"),
+                "`tool_calls` must be an array",
+            )
         })?;
         for (j, call) in calls.iter().enumerate() {
             let p = format!("messages[{i}].tool_calls[{j}]");
@@ -515,8 +578,13 @@ fn assistant_blocks(m: &Value, content: Option<&Value>, i: usize) -> Result<Vec<
             let name = call
                 .pointer("/function/name")
                 .and_then(Value::as_str)
-                .ok_or_else(|| TranslateError::invalid(format!("{p}.function.name"), "tool calls need a name"))?;
-            let args = call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("");
+                .ok_or_else(|| {
+                    TranslateError::invalid(format!("{p}.function.name"), "tool calls need a name")
+                })?;
+            let args = call
+                .pointer("/function/arguments")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             // Models sometimes emit empty arguments for no-argument tools; the Messages API needs an object.
             let input = if args.trim().is_empty() {
                 json!({})
@@ -539,7 +607,10 @@ fn assistant_blocks(m: &Value, content: Option<&Value>, i: usize) -> Result<Vec<
 
 fn tool_result_block(m: &Value, content: Option<&Value>, i: usize) -> Result<Value, TranslateError> {
     let id = m.get("tool_call_id").and_then(Value::as_str).ok_or_else(|| {
-        TranslateError::invalid(format!("messages[{i}].tool_call_id"), "tool messages need a `tool_call_id`")
+        TranslateError::invalid(
+            format!("messages[{i}].tool_call_id"),
+            "tool messages need a `tool_call_id`",
+        )
     })?;
     let mut b = json!({"type": "tool_result", "tool_use_id": id});
     let blocks = match content {

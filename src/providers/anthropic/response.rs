@@ -19,7 +19,9 @@ use crate::usage::Usage;
 ///   `prompt_tokens_details.cached_tokens` is the cache reads. The normalised [`Usage`] for the ledger comes from
 ///   [`messages_usage_from_json`] on the same body.
 pub fn messages_response_to_chat(resp: &Value, model: &str) -> Result<Value, TranslateError> {
-    let obj = resp.as_object().ok_or_else(|| TranslateError::upstream("Messages response is not an object"))?;
+    let obj = resp
+        .as_object()
+        .ok_or_else(|| TranslateError::upstream("Messages response is not an object"))?;
     if obj.get("type").and_then(Value::as_str) == Some("error") {
         return Err(TranslateError::upstream("Messages response is an error body"));
     }
@@ -34,7 +36,9 @@ pub fn messages_response_to_chat(resp: &Value, model: &str) -> Result<Value, Tra
     for block in content {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
-            Some("thinking") => reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or("")),
+            Some("thinking") => {
+                reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or(""))
+            }
             Some("tool_use") => {
                 let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
                 tool_calls.push(json!({
@@ -52,7 +56,11 @@ pub fn messages_response_to_chat(resp: &Value, model: &str) -> Result<Value, Tra
 
     let mut message = Map::new();
     message.insert("role".into(), json!("assistant"));
-    let content_value = if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) };
+    let content_value = if text.is_empty() && !tool_calls.is_empty() {
+        Value::Null
+    } else {
+        json!(text)
+    };
     message.insert("content".into(), content_value);
     message.insert("refusal".into(), Value::Null);
     if !reasoning.is_empty() {

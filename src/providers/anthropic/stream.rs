@@ -185,7 +185,9 @@ impl StreamTranslator {
     }
 
     fn id(&mut self) -> String {
-        self.id.get_or_insert_with(|| format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())).clone()
+        self.id
+            .get_or_insert_with(|| format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()))
+            .clone()
     }
 
     fn chunk(&mut self, delta: Value, finish: Option<&str>) -> Bytes {
@@ -227,7 +229,11 @@ impl StreamTranslator {
         self.ensure_role(out);
         match kind {
             Block::Text => {
-                if let Some(t) = block.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                if let Some(t) = block
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
                     self.generated.push_str(t);
                     out.push(self.chunk(json!({"content": t}), None));
                 }
@@ -254,7 +260,13 @@ impl StreamTranslator {
 
     fn block_delta(&mut self, v: &Value, out: &mut Vec<Bytes>) {
         let index = v.get("index").and_then(Value::as_u64).unwrap_or(u64::MAX);
-        let Some(kind) = self.blocks.iter().rev().find(|(i, _)| *i == index).map(|(_, k)| *k) else {
+        let Some(kind) = self
+            .blocks
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == index)
+            .map(|(_, k)| *k)
+        else {
             return;
         };
         let delta = v.get("delta").unwrap_or(&Value::Null);

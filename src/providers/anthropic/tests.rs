@@ -75,26 +75,64 @@ fn system_developer_and_multi_turn() {
 fn scalar_parameter_table() {
     // (request extras, expected subset of the output, keys that must be absent)
     let cases: Vec<(Value, Value, Vec<&str>)> = vec![
-        (json!({"max_completion_tokens": 50, "max_tokens": 10}), json!({"max_tokens": 50}), vec![]),
+        (
+            json!({"max_completion_tokens": 50, "max_tokens": 10}),
+            json!({"max_tokens": 50}),
+            vec![],
+        ),
         (json!({"max_tokens": 10}), json!({"max_tokens": 10}), vec![]),
-        (json!({"max_tokens": null}), json!({"max_tokens": DEFAULT_MAX_TOKENS}), vec![]),
-        (json!({"temperature": 1.7}), json!({"temperature": 1.0}), vec!["top_p"]),
-        (json!({"temperature": 0.2, "top_p": 0.9}), json!({"temperature": 0.2}), vec!["top_p"]),
+        (
+            json!({"max_tokens": null}),
+            json!({"max_tokens": DEFAULT_MAX_TOKENS}),
+            vec![],
+        ),
+        (
+            json!({"temperature": 1.7}),
+            json!({"temperature": 1.0}),
+            vec!["top_p"],
+        ),
+        (
+            json!({"temperature": 0.2, "top_p": 0.9}),
+            json!({"temperature": 0.2}),
+            vec!["top_p"],
+        ),
         (json!({"top_p": 0.9}), json!({"top_p": 0.9}), vec!["temperature"]),
-        (json!({"stop": ["a", "b", "", "  "]}), json!({"stop_sequences": ["a", "b"]}), vec![]),
+        (
+            json!({"stop": ["a", "b", "", "  "]}),
+            json!({"stop_sequences": ["a", "b"]}),
+            vec![],
+        ),
         (json!({"stop": []}), json!({}), vec!["stop_sequences"]),
         (json!({"stop": null}), json!({}), vec!["stop_sequences"]),
         (json!({"stream": false}), json!({}), vec!["stream"]),
-        (json!({"safety_identifier": "u-1"}), json!({"metadata": {"user_id": "u-1"}}), vec![]),
+        (
+            json!({"safety_identifier": "u-1"}),
+            json!({"metadata": {"user_id": "u-1"}}),
+            vec![],
+        ),
         (json!({"user": ""}), json!({}), vec!["metadata"]),
-        (json!({"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 2048}}),
-         json!({"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 2048}}), vec![]),
-        (json!({"n": 1, "logprobs": false, "response_format": {"type": "text"}, "seed": 4,
+        (
+            json!({"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 2048}}),
+            json!({"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 2048}}),
+            vec![],
+        ),
+        (
+            json!({"n": 1, "logprobs": false, "response_format": {"type": "text"}, "seed": 4,
                 "frequency_penalty": 0.5, "stream_options": {"include_usage": true}, "metadata": {"k": "v"},
                 "some_future_field": 1, "logit_bias": {}}),
-         json!({}),
-         vec!["n", "logprobs", "response_format", "seed", "frequency_penalty", "stream_options", "metadata",
-              "some_future_field", "logit_bias"]),
+            json!({}),
+            vec![
+                "n",
+                "logprobs",
+                "response_format",
+                "seed",
+                "frequency_penalty",
+                "stream_options",
+                "metadata",
+                "some_future_field",
+                "logit_bias",
+            ],
+        ),
     ];
     for (extra, want, absent) in cases {
         let mut req = json!({"model": "auto", "messages": [{"role": "user", "content": "x"}]});
@@ -118,55 +156,128 @@ fn unsupported_and_invalid_table() {
         (json!({"n": 2}), "n", true),
         (json!({"logprobs": true}), "logprobs", true),
         (json!({"top_logprobs": 3}), "top_logprobs", true),
-        (json!({"response_format": {"type": "json_object"}}), "response_format", true),
-        (json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}), "response_format", true),
+        (
+            json!({"response_format": {"type": "json_object"}}),
+            "response_format",
+            true,
+        ),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
+            "response_format",
+            true,
+        ),
         (json!({"audio": {"voice": "alloy"}}), "audio", true),
         (json!({"modalities": ["text", "audio"]}), "modalities", true),
         (json!({"logit_bias": {"123": 5}}), "logit_bias", true),
         (json!({"functions": [{"name": "f"}]}), "functions", true),
-        (json!({"prediction": {"type": "content", "content": "x"}}), "prediction", true),
+        (
+            json!({"prediction": {"type": "content", "content": "x"}}),
+            "prediction",
+            true,
+        ),
         (json!({"tools": [{"type": "web_search"}]}), "tools[0].type", true),
         (json!({"max_tokens": 0}), "max_tokens", false),
-        (json!({"max_completion_tokens": -3}), "max_completion_tokens", false),
+        (
+            json!({"max_completion_tokens": -3}),
+            "max_completion_tokens",
+            false,
+        ),
         (json!({"temperature": "hot"}), "temperature", false),
         (json!({"stop": 5}), "stop", false),
         (json!({"stop": ["a", 1]}), "stop", false),
         (json!({"user": 5}), "user", false),
         (json!({"tools": "nope"}), "tools", false),
-        (json!({"tools": [{"type": "function"}]}), "tools[0].function", false),
-        (json!({"tools": [{"type": "function", "function": {}}]}), "tools[0].function.name", false),
-        (json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"}),
-         "tool_choice", false),
+        (
+            json!({"tools": [{"type": "function"}]}),
+            "tools[0].function",
+            false,
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {}}]}),
+            "tools[0].function.name",
+            false,
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"}),
+            "tool_choice",
+            false,
+        ),
         (json!({"messages": "hi"}), "messages", false),
         (json!({"messages": [{"content": "x"}]}), "messages[0].role", false),
-        (json!({"messages": [{"role": "wizard", "content": "x"}]}), "messages[0].role", false),
-        (json!({"messages": [{"role": "function", "name": "f", "content": "x"}]}), "messages[0].role", true),
-        (json!({"messages": [{"role": "user", "content": 5}]}), "messages[0].content", false),
-        (json!({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}),
-         "messages[0].content[0].type", true),
-        (json!({"messages": [{"role": "user", "content": [{"type": "video"}]}]}),
-         "messages[0].content[0].type", true),
-        (json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]}),
-         "messages[0].content[0].image_url.url", false),
-        (json!({"messages": [{"role": "user", "content": [{"type": "image_url",
+        (
+            json!({"messages": [{"role": "wizard", "content": "x"}]}),
+            "messages[0].role",
+            false,
+        ),
+        (
+            json!({"messages": [{"role": "function", "name": "f", "content": "x"}]}),
+            "messages[0].role",
+            true,
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": 5}]}),
+            "messages[0].content",
+            false,
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}),
+            "messages[0].content[0].type",
+            true,
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "video"}]}]}),
+            "messages[0].content[0].type",
+            true,
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]}),
+            "messages[0].content[0].image_url.url",
+            false,
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url",
             "image_url": {"url": "data:image/tiff;base64,AAAA"}}]}]}),
-         "messages[0].content[0].image_url.url", true),
-        (json!({"messages": [{"role": "user", "content": [{"type": "image_url",
+            "messages[0].content[0].image_url.url",
+            true,
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url",
             "image_url": {"url": "data:image/png,notbase64"}}]}]}),
-         "messages[0].content[0].image_url.url", false),
-        (json!({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}]}),
-         "messages[0].content[0].file", true),
-        (json!({"messages": [{"role": "system", "content": [{"type": "image_url"}]}]}),
-         "messages[0].content[0].type", true),
-        (json!({"messages": [{"role": "tool", "content": "42"}]}), "messages[0].tool_call_id", false),
-        (json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "c1",
+            "messages[0].content[0].image_url.url",
+            false,
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}]}),
+            "messages[0].content[0].file",
+            true,
+        ),
+        (
+            json!({"messages": [{"role": "system", "content": [{"type": "image_url"}]}]}),
+            "messages[0].content[0].type",
+            true,
+        ),
+        (
+            json!({"messages": [{"role": "tool", "content": "42"}]}),
+            "messages[0].tool_call_id",
+            false,
+        ),
+        (
+            json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "c1",
             "function": {"name": "f", "arguments": "{not json"}}]}]}),
-         "messages[0].tool_calls[0].function.arguments", false),
-        (json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "c1",
+            "messages[0].tool_calls[0].function.arguments",
+            false,
+        ),
+        (
+            json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "c1",
             "function": {"name": "f", "arguments": "[1]"}}]}]}),
-         "messages[0].tool_calls[0].function.arguments", false),
-        (json!({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f"}}]}]}),
-         "messages[0].tool_calls[0].id", false),
+            "messages[0].tool_calls[0].function.arguments",
+            false,
+        ),
+        (
+            json!({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f"}}]}]}),
+            "messages[0].tool_calls[0].id",
+            false,
+        ),
     ];
     for (extra, param, unsupported) in cases {
         let mut req = json!({"model": "auto", "messages": [{"role": "user", "content": "x"}]});
@@ -175,7 +286,11 @@ fn unsupported_and_invalid_table() {
         }
         let err = translate(req).expect_err(&extra.to_string());
         assert_eq!(err.param(), Some(param), "{extra}: {err:?}");
-        assert_eq!(matches!(err, TranslateError::Unsupported { .. }), unsupported, "{extra}: {err:?}");
+        assert_eq!(
+            matches!(err, TranslateError::Unsupported { .. }),
+            unsupported,
+            "{extra}: {err:?}"
+        );
         assert_eq!(err.status_code(), 400);
         assert_eq!(err.to_openai_error()["error"]["param"], json!(param));
     }
@@ -211,7 +326,10 @@ fn cache_control_hints_survive() {
         {"role": "user", "content": "q"},
     ]}))
     .unwrap();
-    assert_eq!(out["system"], json!([{"type": "text", "text": "long", "cache_control": {"type": "ephemeral"}}]));
+    assert_eq!(
+        out["system"],
+        json!([{"type": "text", "text": "long", "cache_control": {"type": "ephemeral"}}])
+    );
 }
 
 #[test]
@@ -265,7 +383,10 @@ fn tools_tool_calls_and_tool_results() {
             {"name": "now", "input_schema": {"type": "object", "properties": {}}},
         ])
     );
-    assert_eq!(out["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+    assert_eq!(
+        out["tool_choice"],
+        json!({"type": "any", "disable_parallel_tool_use": true})
+    );
 }
 
 #[test]
@@ -293,13 +414,24 @@ fn tool_choice_table() {
         (json!("auto"), None, Some(json!({"type": "auto"}))),
         (json!("none"), None, Some(json!({"type": "none"}))),
         (json!("required"), None, Some(json!({"type": "any"}))),
-        (json!({"type": "function", "function": {"name": "f"}}), None, Some(json!({"type": "tool", "name": "f"}))),
+        (
+            json!({"type": "function", "function": {"name": "f"}}),
+            None,
+            Some(json!({"type": "tool", "name": "f"})),
+        ),
         (Value::Null, None, None),
         (Value::Null, Some(true), None),
-        (Value::Null, Some(false), Some(json!({"type": "auto", "disable_parallel_tool_use": true}))),
+        (
+            Value::Null,
+            Some(false),
+            Some(json!({"type": "auto", "disable_parallel_tool_use": true})),
+        ),
         (json!("none"), Some(false), Some(json!({"type": "none"}))),
-        (json!({"type": "function", "function": {"name": "f"}}), Some(false),
-         Some(json!({"type": "tool", "name": "f", "disable_parallel_tool_use": true}))),
+        (
+            json!({"type": "function", "function": {"name": "f"}}),
+            Some(false),
+            Some(json!({"type": "tool", "name": "f", "disable_parallel_tool_use": true})),
+        ),
     ];
     for (choice, parallel, want) in cases {
         let mut req = json!({"model": "auto", "messages": [{"role": "user", "content": "x"}], "tools": tools,
@@ -311,8 +443,10 @@ fn tool_choice_table() {
         assert_eq!(out.get("tool_choice"), want.as_ref(), "{choice} / {parallel:?}");
     }
     // tool_choice without tools is dropped rather than sent to an API that would reject it.
-    let out = translate(json!({"model": "auto", "messages": [{"role": "user", "content": "x"}], "tools": [],
-        "tool_choice": "auto"}))
+    let out = translate(
+        json!({"model": "auto", "messages": [{"role": "user", "content": "x"}], "tools": [],
+        "tool_choice": "auto"}),
+    )
     .unwrap();
     assert!(out.get("tool_choice").is_none() && out.get("tools").is_none());
 }
@@ -336,7 +470,10 @@ fn empty_messages_are_dropped_and_neighbours_merged() {
 // ---------------------------------------------------------------------------------------------------------------
 
 fn without_created(mut v: Value) -> Value {
-    assert!(v["created"].as_u64().is_some_and(|c| c > 1_700_000_000), "created is a current timestamp");
+    assert!(
+        v["created"].as_u64().is_some_and(|c| c > 1_700_000_000),
+        "created is a current timestamp"
+    );
     v.as_object_mut().unwrap().remove("created");
     v
 }
@@ -419,7 +556,10 @@ fn finish_reason_table() {
     for (reason, want) in cases {
         assert_eq!(finish_reason(reason), want, "{reason:?}");
         let resp = json!({"id": "m", "content": [{"type": "text", "text": "x"}], "stop_reason": reason});
-        assert_eq!(messages_response_to_chat(&resp, "m").unwrap()["choices"][0]["finish_reason"], json!(want));
+        assert_eq!(
+            messages_response_to_chat(&resp, "m").unwrap()["choices"][0]["finish_reason"],
+            json!(want)
+        );
     }
 }
 
@@ -491,11 +631,19 @@ fn error_body_table() {
         ),
     ];
     for (status, body, want) in cases {
-        assert_eq!(error_body_to_openai(status, body), want, "{}", String::from_utf8_lossy(body));
+        assert_eq!(
+            error_body_to_openai(status, body),
+            want,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
     }
     let long = "é".repeat(5000);
     let body = json!({"type": "error", "error": {"type": "api_error", "message": long}}).to_string();
-    let msg = error_body_to_openai(500, body.as_bytes())["error"]["message"].as_str().unwrap().to_owned();
+    let msg = error_body_to_openai(500, body.as_bytes())["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(msg.chars().count(), 2001);
 }
 
@@ -515,7 +663,12 @@ fn anthropic_sse(events: &[Value]) -> Vec<u8> {
 
 /// Runs bytes through parser + translator in the given chunk size; returns the parsed OpenAI frames' data (JSON,
 /// or the string "[DONE]") and the translator.
-fn run_stream(bytes: &[u8], chunk: usize, include_usage: bool, finish: bool) -> (Vec<Value>, StreamTranslator) {
+fn run_stream(
+    bytes: &[u8],
+    chunk: usize,
+    include_usage: bool,
+    finish: bool,
+) -> (Vec<Value>, StreamTranslator) {
     let mut parser = SseParser::new();
     let mut t = StreamTranslator::new("smart", include_usage);
     let mut frames = Vec::new();
@@ -536,7 +689,11 @@ fn run_stream(bytes: &[u8], chunk: usize, include_usage: bool, finish: bool) -> 
     for f in &frames {
         assert!(f.ends_with(b"\n\n"), "every frame ends with a blank line");
         for ev in p.push(f).unwrap() {
-            out.push(if ev.is_done() { json!("[DONE]") } else { ev.json().unwrap() });
+            out.push(if ev.is_done() {
+                json!("[DONE]")
+            } else {
+                ev.json().unwrap()
+            });
         }
     }
     assert!(p.finish().unwrap().is_none());
@@ -584,9 +741,7 @@ fn strip_volatile(frames: &[Value]) -> Vec<Value> {
 fn text_stream_without_usage() {
     let bytes = anthropic_sse(&text_stream_events());
     let (frames, t) = run_stream(&bytes, 4096, false, true);
-    let choice = |delta: Value, finish: Value| {
-        json!({"choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
-    };
+    let choice = |delta: Value, finish: Value| json!({"choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
     assert_eq!(
         strip_volatile(&frames),
         vec![
@@ -602,7 +757,12 @@ fn text_stream_without_usage() {
     assert_eq!(t.stop_reason(), Some("end_turn"));
     assert_eq!(
         t.usage(),
-        Usage { input_tokens: 125, output_tokens: 15, cached_input_tokens: 100, ..Usage::default() }
+        Usage {
+            input_tokens: 125,
+            output_tokens: 15,
+            cached_input_tokens: 100,
+            ..Usage::default()
+        }
     );
     assert_eq!(t.generated_text(), "Hello, world");
 }
@@ -672,7 +832,10 @@ fn tool_use_stream_with_split_json() {
         json!({"type": "message_stop"}),
     ];
     let (frames, t) = run_stream(&anthropic_sse(&events), 7, false, true);
-    let deltas: Vec<Value> = frames[..frames.len() - 1].iter().map(|f| f["choices"][0]["delta"].clone()).collect();
+    let deltas: Vec<Value> = frames[..frames.len() - 1]
+        .iter()
+        .map(|f| f["choices"][0]["delta"].clone())
+        .collect();
     assert_eq!(
         deltas,
         vec![
@@ -688,7 +851,10 @@ fn tool_use_stream_with_split_json() {
             json!({}),
         ]
     );
-    assert_eq!(frames[frames.len() - 2]["choices"][0]["finish_reason"], json!("tool_calls"));
+    assert_eq!(
+        frames[frames.len() - 2]["choices"][0]["finish_reason"],
+        json!("tool_calls")
+    );
     assert_eq!(frames.last(), Some(&json!("[DONE]")));
     // The fragments of tool 0 reassemble to the full arguments.
     let args: String = deltas
@@ -696,7 +862,10 @@ fn tool_use_stream_with_split_json() {
         .filter(|d| d["tool_calls"][0]["index"] == json!(0))
         .filter_map(|d| d["tool_calls"][0]["function"]["arguments"].as_str())
         .collect();
-    assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"city": "Paris"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).unwrap(),
+        json!({"city": "Paris"})
+    );
     assert_eq!(t.usage().output_tokens, 60);
 }
 
@@ -713,7 +882,10 @@ fn max_tokens_stop() {
     let (frames, _) = run_stream(&anthropic_sse(&events), 4096, false, true);
     let finishes: Vec<&Value> = frames.iter().map(|f| &f["choices"][0]["finish_reason"]).collect();
     assert_eq!(finishes.iter().filter(|f| !f.is_null()).count(), 1);
-    assert_eq!(frames[frames.len() - 2]["choices"][0]["finish_reason"], json!("length"));
+    assert_eq!(
+        frames[frames.len() - 2]["choices"][0]["finish_reason"],
+        json!("length")
+    );
 }
 
 #[test]
@@ -735,7 +907,10 @@ fn thinking_stream_maps_to_reasoning_content() {
         json!({"type": "message_stop"}),
     ];
     let (frames, _) = run_stream(&anthropic_sse(&events), 4096, false, true);
-    let deltas: Vec<Value> = frames[..frames.len() - 1].iter().map(|f| f["choices"][0]["delta"].clone()).collect();
+    let deltas: Vec<Value> = frames[..frames.len() - 1]
+        .iter()
+        .map(|f| f["choices"][0]["delta"].clone())
+        .collect();
     assert_eq!(
         deltas,
         vec![
@@ -752,7 +927,9 @@ fn error_mid_stream() {
     let mut events = text_stream_events();
     events.truncate(4);
     events.push(json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
-    events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "late"}}));
+    events.push(
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "late"}}),
+    );
     let (frames, mut t) = run_stream(&anthropic_sse(&events), 4096, true, true);
     assert_eq!(frames.len(), 3, "{frames:#?}");
     assert_eq!(
@@ -762,7 +939,11 @@ fn error_mid_stream() {
     assert!(!t.saw_stop());
     assert!(t.is_done());
     assert!(t.finish().is_empty(), "no [DONE] after an error frame");
-    assert_eq!(t.usage().input_tokens, 125, "input charged even though the stream failed");
+    assert_eq!(
+        t.usage().input_tokens,
+        125,
+        "input charged even though the stream failed"
+    );
 }
 
 #[test]
@@ -779,9 +960,20 @@ fn cut_before_message_stop() {
         frames.extend(t.push(&ev).unwrap());
     }
     let tail = parser.finish().unwrap().unwrap();
-    assert!(t.push(&tail).is_err(), "a truncated JSON frame is reported, not swallowed");
+    assert!(
+        t.push(&tail).is_err(),
+        "a truncated JSON frame is reported, not swallowed"
+    );
     assert!(!t.saw_stop());
-    assert_eq!(t.usage(), Usage { input_tokens: 125, output_tokens: 1, cached_input_tokens: 100, ..Usage::default() });
+    assert_eq!(
+        t.usage(),
+        Usage {
+            input_tokens: 125,
+            output_tokens: 1,
+            cached_input_tokens: 100,
+            ..Usage::default()
+        }
+    );
     assert_eq!(t.generated_text(), "Hello");
     let end = t.finish();
     assert_eq!(end.len(), 2, "usage chunk then [DONE]");
@@ -837,7 +1029,12 @@ fn messages_stream_usage_accumulator() {
     }
     assert_eq!(
         acc.usage(),
-        Some(Usage { input_tokens: 1040, output_tokens: 25, cached_input_tokens: 1000, ..Usage::default() })
+        Some(Usage {
+            input_tokens: 1040,
+            output_tokens: 25,
+            cached_input_tokens: 1000,
+            ..Usage::default()
+        })
     );
     assert_eq!(acc.stop_reason(), Some("end_turn"));
     assert!(acc.saw_message_stop());
@@ -847,11 +1044,29 @@ fn messages_stream_usage_accumulator() {
 #[test]
 fn anthropic_usage_object_table() {
     let cases = vec![
-        (json!({"input_tokens": 5, "output_tokens": 2}), Some(Usage { input_tokens: 5, output_tokens: 2, ..Usage::default() })),
-        (json!({"input_tokens": 5, "cache_creation_input_tokens": 7, "output_tokens": 0}),
-         Some(Usage { input_tokens: 12, cache_write_input_tokens: 7, ..Usage::default() })),
-        (json!({"input_tokens": null, "cache_read_input_tokens": null, "output_tokens": 3}),
-         Some(Usage { output_tokens: 3, ..Usage::default() })),
+        (
+            json!({"input_tokens": 5, "output_tokens": 2}),
+            Some(Usage {
+                input_tokens: 5,
+                output_tokens: 2,
+                ..Usage::default()
+            }),
+        ),
+        (
+            json!({"input_tokens": 5, "cache_creation_input_tokens": 7, "output_tokens": 0}),
+            Some(Usage {
+                input_tokens: 12,
+                cache_write_input_tokens: 7,
+                ..Usage::default()
+            }),
+        ),
+        (
+            json!({"input_tokens": null, "cache_read_input_tokens": null, "output_tokens": 3}),
+            Some(Usage {
+                output_tokens: 3,
+                ..Usage::default()
+            }),
+        ),
         (json!({}), None),
         (json!([]), None),
         (json!(7), None),
@@ -933,5 +1148,263 @@ proptest::proptest! {
         }
         proptest::prop_assert!(dones <= 1, "at most one [DONE]");
         proptest::prop_assert!(t.is_done());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fixtures (tests/fixtures/anthropic)
+// ---------------------------------------------------------------------------------------------------------------
+
+const FIX_STREAM_TEXT: &[u8] = include_bytes!("../../../tests/fixtures/anthropic/stream_text.sse");
+const FIX_STREAM_TOOL: &[u8] = include_bytes!("../../../tests/fixtures/anthropic/stream_tool_use.sse");
+const FIX_STREAM_ERROR: &[u8] =
+    include_bytes!("../../../tests/fixtures/anthropic/stream_error_overloaded.sse");
+const FIX_MESSAGE_TEXT: &[u8] = include_bytes!("../../../tests/fixtures/anthropic/message_text.json");
+const FIX_MESSAGE_TOOL: &[u8] = include_bytes!("../../../tests/fixtures/anthropic/message_tool_use.json");
+const FIX_ERROR_429: &[u8] = include_bytes!("../../../tests/fixtures/anthropic/error_rate_limit.json");
+
+#[test]
+fn fixture_stream_text() {
+    let (frames, t) = run_stream(FIX_STREAM_TEXT, 13, true, true);
+    let text: String = frames
+        .iter()
+        .filter_map(|f| f["choices"][0]["delta"]["content"].as_str())
+        .collect::<Vec<_>>()
+        .concat();
+    assert_eq!(text, "The capital of France is Paris — \"la Ville Lumière\".\n");
+    assert_eq!(frames.last(), Some(&json!("[DONE]")));
+    let usage = &frames[frames.len() - 2]["usage"];
+    assert_eq!(usage["prompt_tokens"], json!(472 + 1840));
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], json!(1840));
+    assert_eq!(usage["completion_tokens"], json!(17));
+    assert!(t.saw_stop());
+    // Every frame shares one id derived from Anthropic's message id.
+    let ids: std::collections::BTreeSet<&str> = frames.iter().filter_map(|f| f["id"].as_str()).collect();
+    assert_eq!(
+        ids.into_iter().collect::<Vec<_>>(),
+        vec!["chatcmpl-msg_01TXa6vR1c2oW1vYtWyAc3Hq"]
+    );
+
+    // The passthrough accumulator reads the same numbers from the raw Messages stream.
+    let mut p = SseParser::new();
+    let mut acc = MessagesStreamUsage::new();
+    for ev in p.push(FIX_STREAM_TEXT).unwrap() {
+        acc.push(&ev);
+    }
+    assert_eq!(acc.usage(), Some(t.usage()));
+    assert!(acc.saw_message_stop());
+}
+
+#[test]
+fn fixture_stream_tool_use() {
+    let (frames, t) = run_stream(FIX_STREAM_TOOL, 5, false, true);
+    let args: String = frames
+        .iter()
+        .filter_map(|f| f["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect::<Vec<_>>()
+        .concat();
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).unwrap(),
+        json!({"location": "San Francisco, CA", "unit": "fahrenheit"})
+    );
+    let first_call = frames
+        .iter()
+        .find(|f| f["choices"][0]["delta"]["tool_calls"][0]["id"].is_string())
+        .unwrap();
+    assert_eq!(
+        first_call["choices"][0]["delta"]["tool_calls"][0],
+        json!({"index": 0, "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "type": "function",
+               "function": {"name": "get_weather", "arguments": ""}})
+    );
+    assert_eq!(
+        frames[frames.len() - 2]["choices"][0]["finish_reason"],
+        json!("tool_calls")
+    );
+    assert_eq!(
+        t.usage(),
+        Usage {
+            input_tokens: 472,
+            output_tokens: 89,
+            ..Usage::default()
+        }
+    );
+}
+
+#[test]
+fn fixture_stream_error() {
+    let (frames, t) = run_stream(FIX_STREAM_ERROR, 64, true, true);
+    assert_eq!(frames.last().unwrap()["error"]["code"], json!("overloaded"));
+    assert!(!frames.contains(&json!("[DONE]")));
+    assert!(!t.saw_stop());
+    assert_eq!(
+        t.usage(),
+        Usage {
+            input_tokens: 1200,
+            output_tokens: 1,
+            ..Usage::default()
+        }
+    );
+}
+
+#[test]
+fn fixture_messages() {
+    let text: Value = serde_json::from_slice(FIX_MESSAGE_TEXT).unwrap();
+    let out = messages_response_to_chat(&text, "claude-sonnet").unwrap();
+    assert_eq!(
+        out["choices"][0]["message"]["content"],
+        json!("Hi! My name is Claude.")
+    );
+    assert_eq!(out["usage"]["prompt_tokens"], json!(2095 + 2048));
+    assert_eq!(
+        messages_usage_from_json(&text),
+        Some(Usage {
+            input_tokens: 4143,
+            output_tokens: 503,
+            cached_input_tokens: 0,
+            cache_write_input_tokens: 2048,
+            reasoning_tokens: 0
+        })
+    );
+    assert_eq!(
+        messages_usage_from_json(&text).unwrap().uncached_input_tokens(),
+        2095
+    );
+
+    let tool: Value = serde_json::from_slice(FIX_MESSAGE_TOOL).unwrap();
+    let out = messages_response_to_chat(&tool, "claude-haiku").unwrap();
+    assert_eq!(out["choices"][0]["finish_reason"], json!("tool_calls"));
+    assert_eq!(
+        out["choices"][0]["message"]["content"],
+        json!("I'll check the current weather in San Francisco for you.")
+    );
+    assert_eq!(
+        out["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        json!("get_weather")
+    );
+
+    let err = error_body_to_openai(429, FIX_ERROR_429);
+    assert_eq!(err["error"]["type"], json!("rate_limit_error"));
+    assert!(
+        !err.to_string().contains("req_011"),
+        "upstream request ids are not echoed"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// No panics on arbitrary JSON
+// ---------------------------------------------------------------------------------------------------------------
+
+mod arbitrary {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Keys and strings drawn from the vocabulary the translators look at, so random documents reach deep paths.
+    const WORDS: &[&str] = &[
+        "role",
+        "content",
+        "type",
+        "text",
+        "image_url",
+        "url",
+        "tool_calls",
+        "id",
+        "function",
+        "name",
+        "arguments",
+        "tool_call_id",
+        "messages",
+        "tools",
+        "tool_choice",
+        "stop",
+        "max_tokens",
+        "n",
+        "user",
+        "input",
+        "index",
+        "delta",
+        "partial_json",
+        "usage",
+        "stop_reason",
+        "message",
+        "content_block",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_input_tokens",
+        "parameters",
+        "file",
+        "file_data",
+        "system",
+        "assistant",
+        "tool",
+        "developer",
+        "auto",
+        "required",
+        "none",
+        "tool_use",
+        "text_delta",
+        "input_json_delta",
+        "thinking",
+        "thinking_delta",
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "message_delta",
+        "message_stop",
+        "error",
+        "temperature",
+        "response_format",
+        "json_object",
+        "data:image/png;base64,AA",
+        "data:application/pdf;base64,AA",
+        "https://x.test/a.png",
+        "{}",
+        "{\"a\":1}",
+        "",
+        " ",
+    ];
+
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![4 => proptest::sample::select(WORDS).prop_map(str::to_owned), 1 => ".{0,6}"]
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-3i64..5000).prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            word().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::btree_map(word(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn translators_never_panic(v in arb_json(), msgs in proptest::collection::vec(arb_json(), 0..4)) {
+            if let Value::Object(m) = &v {
+                let _ = chat_request_to_messages(m, "m");
+                let mut with_msgs = m.clone();
+                with_msgs.insert("messages".into(), Value::Array(msgs.clone()));
+                let _ = chat_request_to_messages(&with_msgs, "m");
+            }
+            let _ = messages_response_to_chat(&v, "m");
+            let _ = messages_usage_from_json(&v);
+            let _ = error_object_to_openai(&v, Some(500));
+            let _ = crate::usage::Usage::from_openai_json(&v);
+            let _ = crate::usage::is_usage_only_chunk(&v);
+            let mut t = StreamTranslator::new("m", true);
+            let _ = t.push_json(&v);
+            for m in &msgs {
+                let _ = t.push_json(m);
+            }
+            let _ = t.finish();
+            let _ = t.usage();
+        }
     }
 }
