@@ -496,6 +496,22 @@ impl Metrics {
         }
     }
 
+    /// A request refused before a model was chosen (authentication, body validation, policy or routing), which
+    /// therefore has no ledger entry. `team` is `None` when the caller was not authenticated. It counts in
+    /// `switchyard_requests_total` with model and provider `none`: `rejected` for a 4xx, `failed` otherwise.
+    pub fn observe_refused(&self, team: Option<&str>, http_status: u16) {
+        let status = if (400..500).contains(&http_status) {
+            Status::Rejected
+        } else {
+            Status::Failed
+        };
+        let team = team.map_or("unauthenticated", bounded);
+        self.inner
+            .requests
+            .with_label_values(&[team, NONE, NONE, status.as_str()])
+            .inc();
+    }
+
     /// One upstream attempt took `seconds`, whatever its outcome: call it for failed attempts too, so that
     /// `switchyard_upstream_errors_total / switchyard_upstream_duration_seconds_count` is an error ratio.
     /// `endpoint` is the same value as [`LedgerEntry::endpoint`].
@@ -950,6 +966,8 @@ mod tests {
         m.set_spool(4096, 30.5);
         m.policy_reload(ReloadResult::Error);
         m.local_model_swap("llama-3.1-8b");
+        m.observe_refused(None, 401);
+        m.observe_refused(Some("research"), 403);
         let text = m.render();
         for series in [
             r#"switchyard_upstream_duration_seconds_count{operation="chat",provider="anthropic"} 1"#,
@@ -963,6 +981,8 @@ mod tests {
             r#"switchyard_policy_reloads_total{result="error"} 1"#,
             r#"switchyard_policy_reloads_total{result="ok"} 0"#,
             r#"switchyard_local_model_swaps_total{model="llama-3.1-8b"} 1"#,
+            r#"switchyard_requests_total{model="none",provider="none",status="rejected",team="unauthenticated"} 1"#,
+            r#"switchyard_requests_total{model="none",provider="none",status="rejected",team="research"} 1"#,
         ] {
             assert!(text.contains(series), "missing `{series}` in\n{text}");
         }
