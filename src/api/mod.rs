@@ -73,7 +73,7 @@ async fn not_found() -> Error {
 }
 
 async fn method_not_allowed() -> Error {
-    Error::invalid_request("This method is not allowed on this endpoint.").with_code("method_not_allowed")
+    Error::new(ErrorKind::MethodNotAllowed, "This method is not allowed on this endpoint.").with_code("method_not_allowed")
 }
 
 /// Reads the body up to `limit` bytes; a larger one is refused with 413 before more is read.
