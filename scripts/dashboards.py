@@ -27,7 +27,7 @@ def variables():
             "label": label,
             "type": "query",
             "datasource": DS,
-            "query": {"query": query, "refId": "StandardVariableQuery"},
+            "query": query,
             "definition": query,
             "refresh": 2,
             "includeAll": True,
