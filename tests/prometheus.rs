@@ -742,6 +742,7 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
         ..Usage::default()
     };
     let mut expected: BTreeMap<&str, Decimal> = BTreeMap::new();
+    let mut per_series: BTreeMap<(&str, String), Decimal> = BTreeMap::new();
     let mut ok = 0;
     let mut errors_without_overhead = 0;
     for s in &sent {
@@ -762,7 +763,9 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
             continue;
         }
         let model = s.served_by.as_deref().expect("x-switchyard-model on a success");
-        *expected.entry(s.team).or_default() += switchyard::cost::cost(&usage, &price_of(model));
+        let cost = switchyard::cost::cost(&usage, &price_of(model));
+        *expected.entry(s.team).or_default() += cost;
+        *per_series.entry((s.team, model.to_owned())).or_default() += cost;
         ok += 1;
     }
     if errors_without_overhead > 0 {
@@ -788,12 +791,15 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
             *total,
             "exact in-process spend for {team}"
         );
-        // Wait for a scrape after the last request: the exported value is then the exact total, converted once.
+        // Wait for a scrape after the last request. Each exported series is an exact decimal converted once;
+        // `sum` then adds the per-model series in floating point, so the team total may differ from the exact
+        // one in the last binary digits, never by anything near a cent.
         let exact = total.to_f64().unwrap();
         let expr = format!(r#"sum(switchyard_cost_usd_total{{team="{team}"}})"#);
         let series = prometheus
             .wait_for(&expr, Duration::from_secs(15), |s| {
-                s[0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()) == Some(exact)
+                let got = s[0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok());
+                got.is_some_and(|g| (g - exact).abs() <= 1e-9)
             })
             .await;
         let scraped = series[0]["value"][1]
@@ -806,6 +812,24 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
             "Prometheus spend for {team} to the cent"
         );
         eprintln!("{team}: ledger {total} USD, Prometheus {scraped} USD");
+    }
+    // Each series, before any PromQL arithmetic, is the exact decimal total converted to the nearest f64.
+    let series = prometheus
+        .query(r#"switchyard_cost_usd_total{team=~"research|support"}"#)
+        .await
+        .unwrap();
+    assert_eq!(series.len(), per_series.len(), "{series:?}");
+    for s in &series {
+        let key = (
+            s["metric"]["team"].as_str().unwrap(),
+            s["metric"]["model"].as_str().unwrap().to_owned(),
+        );
+        let got = s["value"][1].as_str().and_then(|v| v.parse::<f64>().ok());
+        assert_eq!(
+            got,
+            per_series[&key].to_f64(),
+            "switchyard_cost_usd_total for {key:?}"
+        );
     }
 
     prometheus.stop().await;

@@ -30,14 +30,19 @@ pub async fn fresh_pg_database() -> (String, String) {
     let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base()))
         .await
         .expect("the test Postgres must be reachable (is it running? see scripts/test.sh)");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
     (format!("{}/{name}", pg_base()), name)
 }
 
 pub async fn drop_pg_database(name: &str) {
     use sqlx::Connection;
     if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base())).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
     }
 }
 
@@ -137,8 +142,8 @@ impl TestProxy {
 
     pub async fn start_with(yaml: &str, db: Db) -> TestProxy {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config =
-            Config::from_yaml(yaml, "test.yaml", Path::new("."), &test_env()).unwrap_or_else(|e| panic!("{e}"));
+        let mut config = Config::from_yaml(yaml, "test.yaml", Path::new("."), &test_env())
+            .unwrap_or_else(|e| panic!("{e}"));
         config.data_dir = dir.path().to_owned();
         config.ledger.spool_dir = dir.path().join("spool");
         let pg_db = match db {
@@ -153,14 +158,27 @@ impl TestProxy {
             }
         };
         let state = switchyard::server::build_state(config).await.expect("state");
-        let key = state.store.create_key("alice", "engineering", None).await.expect("key").plaintext;
+        let key = state
+            .store
+            .create_key("alice", "engineering", None)
+            .await
+            .expect("key")
+            .plaintext;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(switchyard::server::serve(state.clone(), listener, async {
             let _ = rx.await;
         }));
-        TestProxy { url, key, state, shutdown: Some(tx), handle: Some(handle), pg_db, _dir: dir }
+        TestProxy {
+            url,
+            key,
+            state,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            pg_db,
+            _dir: dir,
+        }
     }
 
     pub fn auth(&self) -> String {
