@@ -1,5 +1,5 @@
 //! Proof that the dashboards and alert rules work: a real Prometheus (the Debian package, installed by
-//! `scripts/install-prometheus.sh` when missing) scrapes a running Switchyard while traffic flows, then every panel
+//! `scripts/setup-prometheus.sh` when missing) scrapes a running Switchyard while traffic flows, then every panel
 //! query and template variable of every dashboard in `dashboards/` runs through Prometheus's HTTP API and must be
 //! valid and return at least one series. The alert rules are loaded into the same Prometheus and must evaluate
 //! without error; `promtool check rules` and `promtool test rules` must pass. The exported spend must equal the
@@ -67,7 +67,7 @@ fn on_path(bin: &str) -> Option<PathBuf> {
 /// The `prometheus` and `promtool` binaries, installing the Debian package first if either is missing.
 fn prometheus_binaries() -> (PathBuf, PathBuf) {
     if on_path("prometheus").is_none() || on_path("promtool").is_none() {
-        let script = Path::new(MANIFEST).join("scripts/install-prometheus.sh");
+        let script = Path::new(MANIFEST).join("scripts/setup-prometheus.sh");
         let status = std::process::Command::new("sh").arg(&script).status();
         assert!(
             matches!(status, Ok(s) if s.success()),

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Installs Prometheus and promtool from the Debian package, for tests/prometheus.rs and for trying the dashboards
-# locally. Idempotent: does nothing when both are on PATH. Needs root (CI runs as root) or sudo.
+# Installs Prometheus and promtool from the Debian package, for tests/prometheus.rs (scripts/test.sh runs this first)
+# and for trying the dashboards locally. Idempotent: does nothing when both are on PATH. Needs root (CI runs as root) or sudo.
 #
 # The Debian package ships a systemd unit; in containers without systemd its start is skipped, which is what the
 # test wants: it starts its own Prometheus with a generated config on a free port.
@@ -16,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
         SUDO="sudo"
     else
-        echo "install-prometheus: need root or sudo to apt-get install prometheus" >&2
+        echo "setup-prometheus: need root or sudo to apt-get install prometheus" >&2
         exit 1
     fi
 fi
@@ -27,7 +27,7 @@ $SUDO apt-get install -y -q --no-install-recommends prometheus
 
 for bin in prometheus promtool; do
     if ! command -v "$bin" >/dev/null 2>&1; then
-        echo "install-prometheus: the prometheus package did not provide $bin" >&2
+        echo "setup-prometheus: the prometheus package did not provide $bin" >&2
         exit 1
     fi
 done
