@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs Prometheus and promtool from the Debian package, for tests/prometheus.rs (scripts/test.sh runs this first)
-# and for trying the dashboards locally. Idempotent: does nothing when both are on PATH. Needs root (CI runs as root) or sudo.
+# and for trying the dashboards locally. Idempotent: does nothing when both are on PATH. Needs root (CI runs as
+# root) or sudo.
 #
 # The Debian package ships a systemd unit; in containers without systemd its start is skipped, which is what the
 # test wants: it starts its own Prometheus with a generated config on a free port.
