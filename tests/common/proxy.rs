@@ -189,6 +189,26 @@ impl TestProxy {
         }
     }
 
+    /// A mock upstream that checks the deployment key, and a proxy in front of it.
+    pub async fn with_mock(db: Db) -> (super::mock::MockUpstream, TestProxy) {
+        let upstream = super::mock::MockUpstream::builder()
+            .api_key(UPSTREAM_KEY)
+            .start()
+            .await;
+        let proxy = TestProxy::start(&upstream.url(), db).await;
+        (upstream, proxy)
+    }
+
+    /// POSTs JSON to `path` with this proxy's key.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> super::client::HttpResponse {
+        super::client::post_json(
+            &format!("{}{path}", self.url),
+            &[("authorization", &self.auth())],
+            body,
+        )
+        .await
+    }
+
     pub fn auth(&self) -> String {
         format!("Bearer {}", self.key)
     }
