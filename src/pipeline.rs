@@ -202,6 +202,8 @@ async fn run(
     let decision =
         route::decide(&policy, &state.catalogue, &requested, &facts, signal).map_err(route_error)?;
 
+    // Read before any attempt rewrites `stream_options` on the client's behalf.
+    let client_wants_usage = crate::usage::wants_stream_usage(&request);
     let targets: Vec<&Target> = decision
         .targets
         .iter()
@@ -227,14 +229,10 @@ async fn run(
         )?;
         let upstream_body = upstream_body(call.endpoint, &mut request, target)?;
         let upstream_request = match target.deployment.kind {
-            ProviderKind::OpenAi => openai::build_request(
-                &target.deployment,
-                call.endpoint.openai_path(),
-                upstream_body.body,
-            )?,
-            ProviderKind::Anthropic => {
-                anthropic_request(&target.deployment, &call.headers, upstream_body.body)?
+            ProviderKind::OpenAi => {
+                openai::build_request(&target.deployment, call.endpoint.openai_path(), upstream_body)?
             }
+            ProviderKind::Anthropic => anthropic_request(&target.deployment, &call.headers, upstream_body)?,
         };
         let finisher = Finisher {
             state: state.clone(),
@@ -264,14 +262,7 @@ async fn run(
                 }
                 let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
                 if !(retryable && attempt + 1 < targets.len()) {
-                    return respond(
-                        finisher,
-                        response,
-                        sent,
-                        upstream_body.client_wants_usage,
-                        facts.stream,
-                    )
-                    .await;
+                    return respond(finisher, response, sent, client_wants_usage, facts.stream).await;
                 }
                 Error::upstream_failed(format!(
                     "The upstream provider for `{}` answered {status}.",
@@ -323,70 +314,55 @@ async fn run(
     Err(Error::internal("no upstream target was tried"))
 }
 
-struct UpstreamBody {
-    body: Bytes,
-    client_wants_usage: bool,
-}
-
+/// The body for one target. The request map is the client's, mutated in place (model, stream options); every
+/// field the client sent survives.
 fn upstream_body(
     endpoint: Endpoint,
     request: &mut Map<String, Value>,
     target: &Target,
-) -> Result<UpstreamBody, Error> {
+) -> Result<Bytes, Error> {
     let upstream_model = &target.model.upstream_model;
-    let serialize = |v: &Map<String, Value>| {
-        serde_json::to_vec(v)
-            .map(Bytes::from)
-            .map_err(|e| Error::internal(format!("cannot serialise request: {e}")))
-    };
-    match (target.deployment.kind, endpoint) {
+    let translated = match (target.deployment.kind, endpoint) {
         (ProviderKind::OpenAi, Endpoint::Messages) => {
-            Err(Error::internal("messages endpoint on an openai deployment"))
+            return Err(Error::internal("messages endpoint on an openai deployment"));
         }
         (ProviderKind::OpenAi, _) => {
-            let client_wants_usage = openai::prepare_body(
+            openai::prepare_body(
                 request,
                 upstream_model,
                 target.deployment.azure_api_version.is_some(),
             );
-            Ok(UpstreamBody {
-                body: serialize(request)?,
-                client_wants_usage,
-            })
+            None
         }
-        (ProviderKind::Anthropic, Endpoint::ChatCompletions) => {
-            let client_wants_usage = crate::usage::wants_stream_usage(request);
-            let translated = anthropic::chat_request_to_messages(request, upstream_model).map_err(|e| {
+        (ProviderKind::Anthropic, Endpoint::ChatCompletions) => Some(
+            anthropic::chat_request_to_messages(request, upstream_model).map_err(|e| {
                 let mut err = Error::invalid_request(e.to_string());
                 if let Some(p) = e.param() {
                     err = err.with_param(p);
                 }
                 err
-            })?;
-            let body = serde_json::to_vec(&translated)
-                .map(Bytes::from)
-                .map_err(|e| Error::internal(format!("cannot serialise request: {e}")))?;
-            Ok(UpstreamBody {
-                body,
-                client_wants_usage,
-            })
-        }
+            })?,
+        ),
         (ProviderKind::Anthropic, Endpoint::Messages) => {
             request.insert("model".to_owned(), Value::String(upstream_model.clone()));
-            Ok(UpstreamBody {
-                body: serialize(request)?,
-                client_wants_usage: true,
-            })
+            None
         }
         (ProviderKind::Anthropic, Endpoint::Completions | Endpoint::Embeddings) => {
-            Err(Error::invalid_request(format!(
+            return Err(Error::invalid_request(format!(
                 "The model `{}` is served by Anthropic, which has no {} endpoint.",
                 target.model.name,
                 endpoint.operation()
             ))
-            .with_param("model"))
+            .with_param("model"));
         }
-    }
+    };
+    let bytes = match translated {
+        Some(value) => serde_json::to_vec(&value),
+        None => serde_json::to_vec(request),
+    };
+    bytes
+        .map(Bytes::from)
+        .map_err(|e| Error::internal(format!("cannot serialise request: {e}")))
 }
 
 /// Client headers forwarded to Anthropic (feature flags the client opted into).
