@@ -5,7 +5,8 @@
 //! - [`auth`]: API key → [`auth::Principal`] (user, team, key), cached.
 //! - [`policy`]: the team's rules, hot-reloaded from `policies/*.yaml`.
 //! - `classify`: difficulty and task type from a local embedding model.
-//! - [`route`]: the cheapest model that meets the policy for this query (pure).
+//! - [`route`]: the cheapest model that meets the policy for this query (pure); [`local`] tracks which local
+//!   models are loaded.
 //! - [`budget`]: reserve the request's maximum cost before calling upstream.
 //! - `upstream` + `providers`: the pooled HTTPS client and the provider adapters (OpenAI, Anthropic).
 //! - [`usage`] + [`cost`]: tokens from the response, priced in decimal (pure).
@@ -21,6 +22,7 @@ pub mod config;
 pub mod cost;
 pub mod error;
 pub mod ledger;
+pub mod local;
 pub mod metrics;
 pub mod policy;
 pub mod route;
