@@ -127,6 +127,7 @@ pub fn dry_run_json(admin: &PolicyAdmin, req: &DryRunRequest, classified: Option
         tags: req.tags.iter().cloned().collect(),
         text: Some(Arc::from(req.prompt.as_str())),
         budget_exhausted: false,
+        provider: None,
     };
     let (signal, source) = match (req.difficulty, classified) {
         (Some(d), _) => (Some(Signal::new(d, req.task.clone())), "request"),

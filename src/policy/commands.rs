@@ -132,6 +132,7 @@ pub fn route(config: &Config, args: &RouteArgs, classifier: Option<&dyn SignalSo
         tags: args.tags.iter().cloned().collect(),
         text: Some(Arc::from(args.prompt.as_str())),
         budget_exhausted: false,
+        provider: None,
     };
     let (signal, source) = if policy.wants_routing(&args.model) {
         let (s, source) = signal_for(&args.prompt, args.difficulty, args.task.as_deref(), classifier);
@@ -425,6 +426,7 @@ fn replay_row(
         tags: row.tags.clone(),
         text: Some(Arc::from(row.text.as_str())),
         budget_exhausted: false,
+        provider: None,
     };
     let signal = if row.difficulty.is_none() { classified.as_mut().and_then(Iterator::next) } else { None };
     let signal = match (row.difficulty, signal) {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::config::{Capability, Catalogue, Deployment, Model};
+use crate::config::{Capability, Catalogue, Deployment, Model, ProviderKind};
 use crate::local::{LocalSnapshot, Readiness};
 use crate::policy::{DataAction, NamedModels, OnExhausted, Policy};
 
@@ -38,6 +38,8 @@ pub struct RequestFacts {
     pub text: Option<Arc<str>>,
     /// The budget stage found a budget exhausted and the policy says to downgrade rather than block.
     pub budget_exhausted: bool,
+    /// Only deployments of this provider kind can serve (e.g. Anthropic for `/v1/messages`).
+    pub provider: Option<ProviderKind>,
 }
 
 /// What the classifier said, as routing needs it.
@@ -86,6 +88,8 @@ pub enum RejectReason {
     LocalDisabled,
     /// An embedding model for a chat request, or the reverse.
     WrongKind,
+    /// Not served by the provider kind this endpoint needs.
+    WrongProvider { provider: &'static str },
     MissingCapability { capability: &'static str },
     ContextTooSmall { needed: u64, window: u32 },
     OutputTooLong { requested: u64, max: u32 },
@@ -106,6 +110,7 @@ impl std::fmt::Display for RejectReason {
             RejectReason::DataRule { rule } => write!(f, "excluded by data rule `{rule}`"),
             RejectReason::LocalDisabled => write!(f, "local models are disabled for this team"),
             RejectReason::WrongKind => write!(f, "wrong kind of model for this endpoint"),
+            RejectReason::WrongProvider { provider } => write!(f, "not served by a {provider} deployment"),
             RejectReason::MissingCapability { capability } => write!(f, "lacks {capability}"),
             RejectReason::ContextTooSmall { needed, window } => write!(f, "needs {needed} tokens of context, has {window}"),
             RejectReason::OutputTooLong { requested, max } => write!(f, "max_tokens {requested} above its limit {max}"),
@@ -372,7 +377,13 @@ pub fn decide_with(
             rejected.push(reject(reason));
             continue;
         }
-        let (deployments, cold, reason) = usable_deployments(model, policy, conditions);
+        if let Some(kind) = facts.provider
+            && !model.deployments.iter().any(|d| d.kind == kind)
+        {
+            rejected.push(reject(RejectReason::WrongProvider { provider: kind.as_str() }));
+            continue;
+        }
+        let (deployments, cold, reason) = usable_deployments(model, policy, facts, conditions);
         if deployments.is_empty() {
             rejected.push(reject(reason.unwrap_or(RejectReason::Unhealthy)));
             continue;
@@ -514,7 +525,12 @@ fn honour(
             policy.auto_names.first().map_or("auto", String::as_str)
         )));
     }
-    let (deployments, cold, reason) = usable_deployments(model, policy, conditions);
+    if let Some(kind) = facts.provider
+        && !model.deployments.iter().any(|d| d.kind == kind)
+    {
+        return Err(RouteError::NoCandidate(format!("The model `{}` is not served by a {} deployment, which this endpoint requires.", model.name, kind.as_str())));
+    }
+    let (deployments, cold, reason) = usable_deployments(model, policy, facts, conditions);
     // A named model whose deployments are all failing is still tried (healthy ones first): the caller asked for
     // this model, and a circuit that is open now may close; refusing outright would be worse.
     let deployments = if deployments.is_empty() {
@@ -522,7 +538,12 @@ fn honour(
             // A cold local model the caller named: they accept the wait.
             model.deployments.clone()
         } else {
-            let all: Vec<_> = model.deployments.iter().filter(|d| !d.missing_credentials()).cloned().collect();
+            let all: Vec<_> = model
+                .deployments
+                .iter()
+                .filter(|d| !d.missing_credentials() && facts.provider.is_none_or(|k| d.kind == k))
+                .cloned()
+                .collect();
             if all.is_empty() {
                 return Err(RouteError::Unavailable(format!("The model `{}` has no deployment with credentials configured.", model.name)));
             }
@@ -572,12 +593,16 @@ fn fit(model: &Model, facts: &RequestFacts, expected_output_tokens: u64) -> Opti
 fn usable_deployments(
     model: &Model,
     policy: &Policy,
+    facts: &RequestFacts,
     conditions: &Conditions,
 ) -> (Vec<Arc<Deployment>>, Option<Duration>, Option<RejectReason>) {
     let mut ready = Vec::new();
     let mut cold: Vec<(Duration, Arc<Deployment>)> = Vec::new();
     let mut reason = None;
     for d in &model.deployments {
+        if facts.provider.is_some_and(|k| d.kind != k) {
+            continue;
+        }
         if d.missing_credentials() || conditions.unhealthy.contains(&d.name) {
             continue;
         }

@@ -214,3 +214,22 @@ fn route_errors_map_to_openai_errors() {
     let e: crate::error::Error = RouteError::Unavailable("x".into()).into();
     assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[test]
+fn provider_restriction_for_the_messages_endpoint() {
+    let yaml = r#"
+deployments:
+  oa: { kind: openai, base_url: "https://a.example/v1" }
+  an: { kind: anthropic, base_url: "https://b.example/v1" }
+models:
+  - { name: cheap-openai, deployments: [oa], price: { input: "0.1", output: "0.1" }, quality: 0.9 }
+  - { name: claude, deployments: [an], price: { input: "1", output: "1" }, quality: 0.9 }
+"#;
+    let cat = Config::from_yaml(yaml, "t", Path::new("."), &HashMap::new()).unwrap().catalogue;
+    let p = parse_policy("t", "t.yaml", "", &cat).unwrap();
+    let f = RequestFacts { provider: Some(crate::config::ProviderKind::Anthropic), ..facts() };
+    let d = decide(&p, &cat, "auto", &f, Some(&sig(0.5))).unwrap();
+    assert_eq!(d.targets[0].model.name, "claude");
+    assert!(d.rejected.iter().any(|r| r.model == "cheap-openai" && matches!(r.reason, RejectReason::WrongProvider { .. })));
+    assert!(matches!(decide(&p, &cat, "cheap-openai", &f, None), Err(RouteError::NoCandidate(_))));
+}
