@@ -54,7 +54,10 @@ pub enum Readiness {
     Ready,
     Unreachable,
     /// Not loaded: expected wait until it can answer, and whether loading it now would thrash the GPU.
-    Cold { wait: Duration, thrash: bool },
+    Cold {
+        wait: Duration,
+        thrash: bool,
+    },
 }
 
 /// Ollama reports `llama3.2` as `llama3.2:latest`.
@@ -63,8 +66,15 @@ fn same_model(a: &str, b: &str) -> bool {
 }
 
 impl LocalSnapshot {
-    pub fn readiness(&self, deployment: &str, upstream_model: &str, configured_load_time: Option<Duration>) -> Readiness {
-        let Some(view) = self.deployments.get(deployment) else { return Readiness::Ready };
+    pub fn readiness(
+        &self,
+        deployment: &str,
+        upstream_model: &str,
+        configured_load_time: Option<Duration>,
+    ) -> Readiness {
+        let Some(view) = self.deployments.get(deployment) else {
+            return Readiness::Ready;
+        };
         if view.unreachable {
             return Readiness::Unreachable;
         }
@@ -79,12 +89,21 @@ impl LocalSnapshot {
             .or(configured_load_time)
             .unwrap_or(DEFAULT_LOAD_TIME);
         match &view.loading {
-            Some((m, left)) if same_model(m, upstream_model) => Readiness::Cold { wait: *left, thrash: false },
+            Some((m, left)) if same_model(m, upstream_model) => Readiness::Cold {
+                wait: *left,
+                thrash: false,
+            },
             // Another model is being loaded: this one would queue behind it and then evict it.
-            Some((_, left)) => Readiness::Cold { wait: *left + load, thrash: true },
+            Some((_, left)) => Readiness::Cold {
+                wait: *left + load,
+                thrash: true,
+            },
             None => {
                 let recent = view.since_last_swap.is_some_and(|s| s < self.anti_thrash_window);
-                Readiness::Cold { wait: load, thrash: recent && !view.loaded.is_empty() }
+                Readiness::Cold {
+                    wait: load,
+                    thrash: recent && !view.loaded.is_empty(),
+                }
             }
         }
     }
@@ -117,7 +136,10 @@ impl Default for LocalModels {
 
 impl LocalModels {
     pub fn new(anti_thrash_window: Duration) -> Self {
-        LocalModels { inner: Arc::default(), anti_thrash_window }
+        LocalModels {
+            inner: Arc::default(),
+            anti_thrash_window,
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<String, DeploymentState>) -> R) -> R {
@@ -134,10 +156,13 @@ impl LocalModels {
         let deployments = self.with(|map| {
             map.iter()
                 .map(|(name, s)| {
-                    let loading = s.loading.as_ref().and_then(|(m, started, expected)| {
+                    let loading = s.loading.as_ref().map(|(m, started, expected)| {
                         let elapsed = now.saturating_duration_since(*started);
                         // A load that overran its estimate is still loading; say one more second.
-                        Some((m.clone(), expected.saturating_sub(elapsed).max(Duration::from_secs(1))))
+                        (
+                            m.clone(),
+                            expected.saturating_sub(elapsed).max(Duration::from_secs(1)),
+                        )
                     });
                     let view = LocalDeploymentView {
                         unreachable: s.unreachable,
@@ -151,7 +176,10 @@ impl LocalModels {
                 })
                 .collect()
         });
-        LocalSnapshot { deployments, anti_thrash_window: self.anti_thrash_window }
+        LocalSnapshot {
+            deployments,
+            anti_thrash_window: self.anti_thrash_window,
+        }
     }
 
     /// Records a probe result: the loaded set, or `None` when the server did not answer.
@@ -194,7 +222,14 @@ impl LocalModels {
     /// The first token of a request to `model` arrived after `ttft`. If the model was cold, `ttft` minus the
     /// model's usual latency is a load-time observation; the learned value is a moving average (weight ½ on the
     /// newest, so one outlier cannot dominate but a changed GPU is learned within a few loads).
-    pub fn observe_first_token(&self, deployment: &str, model: &str, ttft: Duration, warm_latency: Duration, was_cold: bool) {
+    pub fn observe_first_token(
+        &self,
+        deployment: &str,
+        model: &str,
+        ttft: Duration,
+        warm_latency: Duration,
+        was_cold: bool,
+    ) {
         self.with(|map| {
             let s = map.entry(deployment.to_owned()).or_default();
             if was_cold {
@@ -228,7 +263,12 @@ pub fn parse_ollama_ps(body: &[u8]) -> Result<BTreeSet<String>, serde_json::Erro
         model: String,
     }
     let ps: Ps = serde_json::from_slice(body)?;
-    Ok(ps.models.into_iter().map(|m| if m.model.is_empty() { m.name } else { m.model }).filter(|m| !m.is_empty()).collect())
+    Ok(ps
+        .models
+        .into_iter()
+        .map(|m| if m.model.is_empty() { m.name } else { m.model })
+        .filter(|m| !m.is_empty())
+        .collect())
 }
 
 /// The URL the probe asks: the configured one, else the deployment's base URL without its `/v1` suffix.
@@ -238,11 +278,19 @@ pub fn probe_url(deployment: &Deployment) -> Option<String> {
         return None;
     }
     let base = if local.probe_url.is_empty() {
-        deployment.base_url.trim_end_matches('/').trim_end_matches("/v1").to_owned()
+        deployment
+            .base_url
+            .trim_end_matches('/')
+            .trim_end_matches("/v1")
+            .to_owned()
     } else {
         local.probe_url.trim_end_matches('/').to_owned()
     };
-    Some(if base.ends_with("/api/ps") { base } else { format!("{base}/api/ps") })
+    Some(if base.ends_with("/api/ps") {
+        base
+    } else {
+        format!("{base}/api/ps")
+    })
 }
 
 /// Polls every local deployment with a probe until `shutdown` fires. Run it under the server's task tracker.
@@ -253,7 +301,9 @@ pub async fn run_probes(
 ) {
     let mut tasks = tokio::task::JoinSet::new();
     for d in deployments {
-        let (Some(url), Some(local)) = (probe_url(&d), d.local.clone()) else { continue };
+        let (Some(url), Some(local)) = (probe_url(&d), d.local.clone()) else {
+            continue;
+        };
         let state = state.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -309,9 +359,14 @@ mod probe {
                 return Err(format!("status {}", resp.status()));
             }
             let body = http_body_util::Limited::new(resp.into_body(), 1 << 20);
-            body.collect().await.map(|c| c.to_bytes()).map_err(|e| e.to_string())
+            body.collect()
+                .await
+                .map(|c| c.to_bytes())
+                .map_err(|e| e.to_string())
         };
-        tokio::time::timeout(timeout, fut).await.map_err(|_| "timed out".to_owned())?
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| "timed out".to_owned())?
     }
 }
 
@@ -320,27 +375,44 @@ mod tests {
     use super::*;
 
     fn view(loaded: &[&str]) -> LocalDeploymentView {
-        LocalDeploymentView { probed: true, loaded: loaded.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+        LocalDeploymentView {
+            probed: true,
+            loaded: loaded.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn parses_ollama_ps() {
         let body = br#"{"models":[{"name":"llama3.2:3b","model":"llama3.2:3b","size":3e9,"expires_at":"2026-01-01T00:00:00Z"},{"name":"qwen3:8b"}]}"#;
         let set = parse_ollama_ps(body).unwrap();
-        assert_eq!(set, BTreeSet::from(["llama3.2:3b".to_owned(), "qwen3:8b".to_owned()]));
+        assert_eq!(
+            set,
+            BTreeSet::from(["llama3.2:3b".to_owned(), "qwen3:8b".to_owned()])
+        );
         assert!(parse_ollama_ps(br#"{"models":[]}"#).unwrap().is_empty());
     }
 
     #[test]
     fn readiness_of_loaded_cold_and_unknown_models() {
-        let mut snap = LocalSnapshot { anti_thrash_window: Duration::from_secs(120), ..Default::default() };
+        let mut snap = LocalSnapshot {
+            anti_thrash_window: Duration::from_secs(120),
+            ..Default::default()
+        };
         snap.deployments.insert("gpu".into(), view(&["llama3.2:latest"]));
         assert_eq!(snap.readiness("gpu", "llama3.2", None), Readiness::Ready);
         assert_eq!(
             snap.readiness("gpu", "qwen3:8b", Some(Duration::from_secs(20))),
-            Readiness::Cold { wait: Duration::from_secs(20), thrash: false }
+            Readiness::Cold {
+                wait: Duration::from_secs(20),
+                thrash: false
+            }
         );
-        assert_eq!(snap.readiness("other", "x", None), Readiness::Ready, "no probe: assumed loaded");
+        assert_eq!(
+            snap.readiness("other", "x", None),
+            Readiness::Ready,
+            "no probe: assumed loaded"
+        );
         snap.deployments.get_mut("gpu").unwrap().unreachable = true;
         assert_eq!(snap.readiness("gpu", "llama3.2", None), Readiness::Unreachable);
     }
@@ -350,11 +422,21 @@ mod tests {
         let state = LocalModels::new(Duration::from_secs(120));
         let t0 = Instant::now();
         state.record_probe("gpu", Some(BTreeSet::from(["a".to_owned()])), t0);
-        state.record_probe("gpu", Some(BTreeSet::from(["b".to_owned()])), t0 + Duration::from_secs(5));
+        state.record_probe(
+            "gpu",
+            Some(BTreeSet::from(["b".to_owned()])),
+            t0 + Duration::from_secs(5),
+        );
         let snap = state.snapshot_at(t0 + Duration::from_secs(10));
-        assert!(matches!(snap.readiness("gpu", "a", None), Readiness::Cold { thrash: true, .. }));
+        assert!(matches!(
+            snap.readiness("gpu", "a", None),
+            Readiness::Cold { thrash: true, .. }
+        ));
         let later = state.snapshot_at(t0 + Duration::from_secs(300));
-        assert!(matches!(later.readiness("gpu", "a", None), Readiness::Cold { thrash: false, .. }));
+        assert!(matches!(
+            later.readiness("gpu", "a", None),
+            Readiness::Cold { thrash: false, .. }
+        ));
     }
 
     #[test]
@@ -364,12 +446,30 @@ mod tests {
         state.record_probe("gpu", Some(BTreeSet::new()), t0);
         state.dispatching("gpu", "big", Duration::from_secs(40), t0);
         let snap = state.snapshot_at(t0 + Duration::from_secs(10));
-        assert_eq!(snap.readiness("gpu", "big", None), Readiness::Cold { wait: Duration::from_secs(30), thrash: false });
+        assert_eq!(
+            snap.readiness("gpu", "big", None),
+            Readiness::Cold {
+                wait: Duration::from_secs(30),
+                thrash: false
+            }
+        );
         // Another model would have to wait for this load and then evict it.
-        assert!(matches!(snap.readiness("gpu", "small", None), Readiness::Cold { thrash: true, .. }));
-        state.observe_first_token("gpu", "big", Duration::from_secs(25), Duration::from_secs(1), true);
+        assert!(matches!(
+            snap.readiness("gpu", "small", None),
+            Readiness::Cold { thrash: true, .. }
+        ));
+        state.observe_first_token(
+            "gpu",
+            "big",
+            Duration::from_secs(25),
+            Duration::from_secs(1),
+            true,
+        );
         let snap = state.snapshot_at(t0 + Duration::from_secs(26));
         assert_eq!(snap.readiness("gpu", "big", None), Readiness::Ready);
-        assert_eq!(snap.deployments["gpu"].learned_load_time["big"], Duration::from_secs(24));
+        assert_eq!(
+            snap.deployments["gpu"].learned_load_time["big"],
+            Duration::from_secs(24)
+        );
     }
 }

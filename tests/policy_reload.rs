@@ -21,24 +21,39 @@ models:
 async fn within_two_seconds(what: &str, cond: impl Fn() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(2), "{what} did not happen within 2 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{what} did not happen within 2 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::test]
 async fn valid_changes_go_live_and_invalid_ones_are_rejected() {
-    let catalogue = Config::from_yaml(CATALOGUE, "c", Path::new("."), &HashMap::new()).unwrap().catalogue;
+    let catalogue = Config::from_yaml(CATALOGUE, "c", Path::new("."), &HashMap::new())
+        .unwrap()
+        .catalogue;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("default.yaml"), "quality: { dial: economy }\n").unwrap();
     let set = PolicySet::load_dir(dir.path(), &catalogue, None).unwrap();
     let policies = Policies::from_set(set);
     let shutdown = CancellationToken::new();
-    let task = reload::spawn_watcher(dir.path().to_owned(), catalogue.clone(), policies.clone(), None, shutdown.clone()).unwrap();
+    let task = reload::spawn_watcher(
+        dir.path().to_owned(),
+        catalogue.clone(),
+        policies.clone(),
+        None,
+        shutdown.clone(),
+    )
+    .unwrap();
 
     // A new team file appears.
     std::fs::write(dir.path().join("eng.yaml"), "quality: { dial: quality }\n").unwrap();
-    within_two_seconds("new team file", || policies.for_team("eng").dial == Some(Dial::Quality)).await;
+    within_two_seconds("new team file", || {
+        policies.for_team("eng").dial == Some(Dial::Quality)
+    })
+    .await;
     let generation = policies.status().generation;
 
     // An edit to the default.
@@ -49,7 +64,11 @@ async fn valid_changes_go_live_and_invalid_ones_are_rejected() {
     // A broken edit: rejected, old policy live, error recorded with file and key path.
     std::fs::write(dir.path().join("eng.yaml"), "quality: { dial: turbo }\n").unwrap();
     within_two_seconds("rejection", || policies.status().last_error.is_some()).await;
-    assert_eq!(policies.for_team("eng").dial, Some(Dial::Quality), "the previous policy stays live");
+    assert_eq!(
+        policies.for_team("eng").dial,
+        Some(Dial::Quality),
+        "the previous policy stays live"
+    );
     let status = admin::status_json(&policies);
     let issue = &status["last_error"]["issues"][0];
     assert!(issue["file"].as_str().unwrap().ends_with("eng.yaml"), "{status}");
@@ -65,5 +84,8 @@ async fn valid_changes_go_live_and_invalid_ones_are_rejected() {
     within_two_seconds("removal", || policies.for_team("eng").name == "default").await;
 
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(2), task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -1,5 +1,7 @@
 //! Routing properties (proptest) and the shipped catalogue and policies, end to end through the public API.
 
+#![expect(clippy::unwrap_used, reason = "test helpers: a panic is a failed test")]
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -23,17 +25,28 @@ struct ModelSpec {
 }
 
 fn model_spec() -> impl Strategy<Value = ModelSpec> {
-    (0u32..2000, 0u32..8000, 0u32..=20, prop_oneof![Just(4_000u32), Just(32_000), Just(200_000)], any::<bool>(), prop::bool::weighted(0.85), prop::bool::weighted(0.2), any::<bool>())
-        .prop_map(|(price_in, price_out, quality, context, tools, healthy, local, loaded)| ModelSpec {
-            price_in,
-            price_out,
-            quality,
-            context,
-            tools,
-            healthy,
-            local,
-            loaded,
-        })
+    (
+        0u32..2000,
+        0u32..8000,
+        0u32..=20,
+        prop_oneof![Just(4_000u32), Just(32_000), Just(200_000)],
+        any::<bool>(),
+        prop::bool::weighted(0.85),
+        prop::bool::weighted(0.2),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(price_in, price_out, quality, context, tools, healthy, local, loaded)| ModelSpec {
+                price_in,
+                price_out,
+                quality,
+                context,
+                tools,
+                healthy,
+                local,
+                loaded,
+            },
+        )
 }
 
 #[derive(Debug, Clone)]
@@ -55,10 +68,19 @@ fn policy_spec(n: usize) -> impl Strategy<Value = PolicySpec> {
         prop::option::of(0u32..=20),
         0u32..60,
     )
-        .prop_map(|(deny, mut floor, cap_millicents, named, code_min, max_swap_wait_s)| {
-            floor.sort_unstable();
-            PolicySpec { deny, floor, cap_millicents, named, code_min, max_swap_wait_s }
-        })
+        .prop_map(
+            |(deny, mut floor, cap_millicents, named, code_min, max_swap_wait_s)| {
+                floor.sort_unstable();
+                PolicySpec {
+                    deny,
+                    floor,
+                    cap_millicents,
+                    named,
+                    code_min,
+                    max_swap_wait_s,
+                }
+            },
+        )
 }
 
 struct World {
@@ -72,11 +94,28 @@ fn world(models: &[ModelSpec]) -> World {
     );
     let mut conditions = Conditions::default();
     conditions.unhealthy.insert("down".into());
-    let mut gpu = switchyard::local::LocalDeploymentView { probed: true, ..Default::default() };
+    let mut gpu = switchyard::local::LocalDeploymentView {
+        probed: true,
+        ..Default::default()
+    };
     for (i, m) in models.iter().enumerate() {
-        let dep = if m.local { "gpu" } else if m.healthy { "up" } else { "down" };
-        let price = format!("{{ input: \"{}\", output: \"{}\" }}", Decimal::new(i64::from(m.price_in), 2), Decimal::new(i64::from(m.price_out), 2));
-        let money = if m.local { format!("local: true, internal_cost: {price}, load_time: 20s") } else { format!("price: {price}") };
+        let dep = if m.local {
+            "gpu"
+        } else if m.healthy {
+            "up"
+        } else {
+            "down"
+        };
+        let price = format!(
+            "{{ input: \"{}\", output: \"{}\" }}",
+            Decimal::new(i64::from(m.price_in), 2),
+            Decimal::new(i64::from(m.price_out), 2)
+        );
+        let money = if m.local {
+            format!("local: true, internal_cost: {price}, load_time: 20s")
+        } else {
+            format!("price: {price}")
+        };
         let caps = if m.tools { "[tools]" } else { "[]" };
         yaml.push_str(&format!(
             "  - {{ name: m{i}, deployments: [{dep}], {money}, quality: {}, context_window: {}, capabilities: {caps} }}\n",
@@ -88,12 +127,23 @@ fn world(models: &[ModelSpec]) -> World {
         }
     }
     conditions.local.deployments.insert("gpu".into(), gpu);
-    let catalogue = Config::from_yaml(&yaml, "prop", Path::new("."), &HashMap::new()).unwrap().catalogue;
-    World { catalogue, conditions }
+    let catalogue = Config::from_yaml(&yaml, "prop", Path::new("."), &HashMap::new())
+        .unwrap()
+        .catalogue;
+    World {
+        catalogue,
+        conditions,
+    }
 }
 
 fn policy_yaml(p: &PolicySpec) -> String {
-    let deny: Vec<String> = p.deny.iter().enumerate().filter(|(_, d)| **d).map(|(i, _)| format!("m{i}")).collect();
+    let deny: Vec<String> = p
+        .deny
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d)
+        .map(|(i, _)| format!("m{i}"))
+        .collect();
     let n = p.floor.len();
     let points: Vec<String> = p
         .floor
@@ -104,31 +154,58 @@ fn policy_yaml(p: &PolicySpec) -> String {
             format!("{{difficulty: {d}, min_quality: {}}}", f64::from(*q) / 20.0)
         })
         .collect();
-    let mut y = format!("models: {{ deny: [{}] }}\nquality: {{ floor: [{}] }}\n", deny.join(", "), points.join(", "));
+    let mut y = format!(
+        "models: {{ deny: [{}] }}\nquality: {{ floor: [{}] }}\n",
+        deny.join(", "),
+        points.join(", ")
+    );
     if let Some(c) = p.cap_millicents {
-        y.push_str(&format!("max_cost_per_request: \"{}\"\n", Decimal::new(i64::from(c), 5)));
+        y.push_str(&format!(
+            "max_cost_per_request: \"{}\"\n",
+            Decimal::new(i64::from(c), 5)
+        ));
     }
-    y.push_str(&format!("requests: {{ named_models: {} }}\n", ["honour", "route", "deny"][usize::from(p.named % 3)]));
+    y.push_str(&format!(
+        "requests: {{ named_models: {} }}\n",
+        ["honour", "route", "deny"][usize::from(p.named % 3)]
+    ));
     if let Some(q) = p.code_min {
-        y.push_str(&format!("tasks: {{ code: {{ min_quality: {} }} }}\n", f64::from(q) / 20.0));
+        y.push_str(&format!(
+            "tasks: {{ code: {{ min_quality: {} }} }}\n",
+            f64::from(q) / 20.0
+        ));
     }
     y.push_str(&format!("local: {{ max_swap_wait: {}s }}\n", p.max_swap_wait_s));
     y
 }
 
 fn facts_strategy() -> impl Strategy<Value = RequestFacts> {
-    (0u64..60_000, prop::option::of(1u64..4000), any::<bool>()).prop_map(|(input, max_tokens, tools)| RequestFacts {
-        estimated_input_tokens: input,
-        max_tokens,
-        needs: if tools { BTreeSet::from([Capability::Tools]) } else { BTreeSet::new() },
-        ..RequestFacts::default()
+    (0u64..60_000, prop::option::of(1u64..4000), any::<bool>()).prop_map(|(input, max_tokens, tools)| {
+        RequestFacts {
+            estimated_input_tokens: input,
+            max_tokens,
+            needs: if tools {
+                BTreeSet::from([Capability::Tools])
+            } else {
+                BTreeSet::new()
+            },
+            ..RequestFacts::default()
+        }
     })
 }
 
 fn case() -> impl Strategy<Value = (Vec<ModelSpec>, PolicySpec, RequestFacts, f32, f32, bool, usize)> {
     prop::collection::vec(model_spec(), 1..8).prop_flat_map(|models| {
         let n = models.len();
-        (Just(models), policy_spec(n), facts_strategy(), 0.0f32..=1.0, 0.0f32..=1.0, any::<bool>(), 0..n + 1)
+        (
+            Just(models),
+            policy_spec(n),
+            facts_strategy(),
+            0.0f32..=1.0,
+            0.0f32..=1.0,
+            any::<bool>(),
+            0..n + 1,
+        )
     })
 }
 
@@ -220,13 +297,25 @@ proptest! {
 
 fn shipped() -> (Config, PolicySet) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let env: HashMap<String, String> = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "SWITCHYARD_ADMIN_KEY"]
-        .iter()
-        .map(|k| ((*k).to_owned(), "test".to_owned()))
-        .collect();
+    let env: HashMap<String, String> = [
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "GEMINI_API_KEY",
+        "SWITCHYARD_ADMIN_KEY",
+    ]
+    .iter()
+    .map(|k| ((*k).to_owned(), "test".to_owned()))
+    .collect();
     let config = Config::load(&root.join("examples/config.yaml"), &env).unwrap();
     let set = PolicySet::load_dir(&root.join("policies"), &config.catalogue, None).unwrap_or_else(|issues| {
-        panic!("shipped policies invalid:\n{}", issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        panic!(
+            "shipped policies invalid:\n{}",
+            issues
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     });
     (config, set)
 }
@@ -242,24 +331,48 @@ fn shipped_catalogue_is_priced_dated_and_sourced() {
         }
     }
     for p in ["openai", "anthropic", "google"] {
-        assert!(config.catalogue.models.iter().any(|m| m.deployments.iter().any(|d| d.name == p)), "no {p} model");
+        assert!(
+            config
+                .catalogue
+                .models
+                .iter()
+                .any(|m| m.deployments.iter().any(|d| d.name == p)),
+            "no {p} model"
+        );
     }
     assert!(config.catalogue.models.iter().any(|m| m.local));
-    assert_eq!(set.teams.keys().map(String::as_str).collect::<Vec<_>>(), vec!["engineering", "marketing"]);
+    assert_eq!(
+        set.teams.keys().map(String::as_str).collect::<Vec<_>>(),
+        vec!["engineering", "marketing"]
+    );
 }
 
 #[test]
 fn shipped_policies_route_sensibly() {
     let (config, set) = shipped();
     let cat = &config.catalogue;
-    let facts = RequestFacts { estimated_input_tokens: 300, max_tokens: Some(400), ..RequestFacts::default() };
+    let facts = RequestFacts {
+        estimated_input_tokens: 300,
+        max_tokens: Some(400),
+        ..RequestFacts::default()
+    };
     let pick = |team: &str, model: &str, d: f32, task: &str| {
-        decide(&set.for_team(team), cat, model, &facts, Some(&Signal::new(d, Some(task.to_owned())))).map(|d| (d.targets[0].model.name.clone(), d.reason))
+        decide(
+            &set.for_team(team),
+            cat,
+            model,
+            &facts,
+            Some(&Signal::new(d, Some(task.to_owned()))),
+        )
+        .map(|d| (d.targets[0].model.name.clone(), d.reason))
     };
     // Trivial work never goes to a frontier model.
     for team in ["default", "engineering", "marketing"] {
         let (m, _) = pick(team, "auto", 0.05, "extraction").unwrap();
-        assert!(cat.get(&m).unwrap().quality < 0.9, "{team} sent trivial work to {m}");
+        assert!(
+            cat.get(&m).unwrap().quality < 0.9,
+            "{team} sent trivial work to {m}"
+        );
     }
     // Engineering's hard code goes to a top model; marketing's to at most a mid model (and under its cap).
     let (eng, _) = pick("engineering", "auto", 0.95, "code").unwrap();
@@ -267,19 +380,50 @@ fn shipped_policies_route_sensibly() {
     let (mkt, _) = pick("marketing", "auto", 0.95, "code").unwrap();
     assert!(set.for_team("marketing").allows(&mkt));
     // Marketing's writing prefers its mid model.
-    assert_eq!(pick("marketing", "auto", 0.3, "writing").unwrap(), ("gemini-3-flash-preview".to_owned(), "task_preference"));
+    assert_eq!(
+        pick("marketing", "auto", 0.3, "writing").unwrap(),
+        ("gemini-3-flash-preview".to_owned(), "task_preference")
+    );
     // Marketing cannot pin a premium model: it is routed instead.
     let (m, reason) = pick("marketing", "gpt-5.5", 0.1, "qa").unwrap();
     assert_ne!(m, "gpt-5.5");
     assert_ne!(reason, "honoured");
     // The default policy honours named models but not the denied flagship.
-    assert!(matches!(pick("default", "gpt-5.5", 0.1, "qa"), Err(RouteError::Denied(_))));
-    assert_eq!(pick("default", "claude-haiku-4-5", 0.9, "qa").unwrap().1, "honoured");
+    assert!(matches!(
+        pick("default", "gpt-5.5", 0.1, "qa"),
+        Err(RouteError::Denied(_))
+    ));
+    assert_eq!(
+        pick("default", "claude-haiku-4-5", 0.9, "qa").unwrap().1,
+        "honoured"
+    );
     // Confidential requests stay on the local model.
-    let conf = RequestFacts { tags: BTreeSet::from(["confidential".to_owned()]), ..facts.clone() };
-    let d = decide(&set.for_team("default"), cat, "auto", &conf, Some(&Signal::new(0.2, None))).unwrap();
+    let conf = RequestFacts {
+        tags: BTreeSet::from(["confidential".to_owned()]),
+        ..facts.clone()
+    };
+    let d = decide(
+        &set.for_team("default"),
+        cat,
+        "auto",
+        &conf,
+        Some(&Signal::new(0.2, None)),
+    )
+    .unwrap();
     assert!(d.targets.iter().all(|t| t.model.local), "{:?}", d.detail);
     // Pasted private keys are refused.
-    let secret = RequestFacts { text: Some(Arc::from("-----BEGIN RSA PRIVATE KEY-----\nMII...")), ..facts.clone() };
-    assert!(matches!(decide(&set.for_team("engineering"), cat, "auto", &secret, Some(&Signal::new(0.2, None))), Err(RouteError::Denied(_))));
+    let secret = RequestFacts {
+        text: Some(Arc::from("-----BEGIN RSA PRIVATE KEY-----\nMII...")),
+        ..facts.clone()
+    };
+    assert!(matches!(
+        decide(
+            &set.for_team("engineering"),
+            cat,
+            "auto",
+            &secret,
+            Some(&Signal::new(0.2, None))
+        ),
+        Err(RouteError::Denied(_))
+    ));
 }

@@ -96,31 +96,48 @@ fn auto() -> String {
 }
 
 /// `POST /admin/route`: what the live policy would do with this request, against live local-model state.
-pub async fn dry_run(State(admin): State<PolicyAdmin>, Json(req): Json<DryRunRequest>) -> (StatusCode, Json<Value>) {
+pub async fn dry_run(
+    State(admin): State<PolicyAdmin>,
+    Json(req): Json<DryRunRequest>,
+) -> (StatusCode, Json<Value>) {
     // The classifier is CPU work; keep it off the async workers.
     let classifier = admin.classifier.clone();
     let prompt = req.prompt.clone();
     let classified = match (req.difficulty, classifier) {
-        (None, Some(c)) if !prompt.is_empty() => tokio::task::spawn_blocking(move || c.signal(&prompt)).await.ok().and_then(Result::ok),
+        (None, Some(c)) if !prompt.is_empty() => tokio::task::spawn_blocking(move || c.signal(&prompt))
+            .await
+            .ok()
+            .and_then(Result::ok),
         _ => None,
     };
     let (code, body) = dry_run_json(&admin, &req, classified);
     (code, Json(body))
 }
 
-pub fn dry_run_json(admin: &PolicyAdmin, req: &DryRunRequest, classified: Option<Signal>) -> (StatusCode, Value) {
+pub fn dry_run_json(
+    admin: &PolicyAdmin,
+    req: &DryRunRequest,
+    classified: Option<Signal>,
+) -> (StatusCode, Value) {
     let mut needs = BTreeSet::new();
     for n in &req.needs {
         match Capability::parse(n) {
             Some(c) => {
                 needs.insert(c);
             }
-            None => return (StatusCode::BAD_REQUEST, json!({ "error": format!("`{n}` is not a capability") })),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({ "error": format!("`{n}` is not a capability") }),
+                );
+            }
         }
     }
     let policy = admin.policies.for_team(&req.team);
     let facts = RequestFacts {
-        estimated_input_tokens: req.input_tokens.unwrap_or_else(|| estimate_tokens(&req.prompt, 1)),
+        estimated_input_tokens: req
+            .input_tokens
+            .unwrap_or_else(|| estimate_tokens(&req.prompt, 1)),
         max_tokens: req.max_tokens,
         needs,
         stream: false,
@@ -139,8 +156,19 @@ pub fn dry_run_json(admin: &PolicyAdmin, req: &DryRunRequest, classified: Option
         }
         (None, None) => (None, "none (policy's unclassified fallback)"),
     };
-    let conditions = Conditions { local: admin.local.snapshot(), sticky_model: req.sticky_model.clone(), ..Conditions::default() };
-    match route::decide_with(&policy, &admin.catalogue, &req.model, &facts, signal.as_ref(), &conditions) {
+    let conditions = Conditions {
+        local: admin.local.snapshot(),
+        sticky_model: req.sticky_model.clone(),
+        ..Conditions::default()
+    };
+    match route::decide_with(
+        &policy,
+        &admin.catalogue,
+        &req.model,
+        &facts,
+        signal.as_ref(),
+        &conditions,
+    ) {
         Ok(d) => {
             let mut v = route::report::decision_json(&d);
             v["team"] = json!(req.team);

@@ -54,7 +54,11 @@ pub fn policy_check(config: &Config, args: &PolicyCheckArgs) -> anyhow::Result<E
         }
         (Ok(set), OutputFormat::Json) => {
             let teams: Vec<&String> = set.teams.keys().collect();
-            writeln!(out, "{}", json!({ "ok": true, "dir": dir.display().to_string(), "teams": teams }))?;
+            writeln!(
+                out,
+                "{}",
+                json!({ "ok": true, "dir": dir.display().to_string(), "teams": teams })
+            )?;
         }
         (Err(issues), OutputFormat::Text) => {
             writeln!(out, "{}: {} problem(s)", dir.display(), issues.len())?;
@@ -63,15 +67,27 @@ pub fn policy_check(config: &Config, args: &PolicyCheckArgs) -> anyhow::Result<E
             }
         }
         (Err(issues), OutputFormat::Json) => {
-            writeln!(out, "{}", json!({ "ok": false, "dir": dir.display().to_string(), "issues": issues }))?;
+            writeln!(
+                out,
+                "{}",
+                json!({ "ok": false, "dir": dir.display().to_string(), "issues": issues })
+            )?;
         }
     }
-    Ok(if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn summary(p: &super::Policy) -> String {
-    let quality = p.dial.map_or_else(|| "custom floor".to_owned(), |d| format!("{} dial", d.as_str()));
-    let cap = p.max_cost_per_request.map_or_else(|| "no cost cap".to_owned(), |c| format!("cap ${c}/request"));
+    let quality = p
+        .dial
+        .map_or_else(|| "custom floor".to_owned(), |d| format!("{} dial", d.as_str()));
+    let cap = p
+        .max_cost_per_request
+        .map_or_else(|| "no cost cap".to_owned(), |c| format!("cap ${c}/request"));
     let mut s = format!("{quality}, {cap}, named models: {:?}", p.named_models);
     if !p.routes.is_empty() {
         s.push_str(&format!(", {} admin route(s)", p.routes.len()));
@@ -117,12 +133,24 @@ pub struct RouteArgs {
 }
 
 /// Prints the full routing decision for one prompt. Exit status 1 when the request would be refused.
-pub fn route(config: &Config, args: &RouteArgs, classifier: Option<&dyn SignalSource>) -> anyhow::Result<ExitCode> {
-    let set = load_set(config, args.policies.as_ref(), classifier.map(|c| c as &dyn Embedder))?;
+pub fn route(
+    config: &Config,
+    args: &RouteArgs,
+    classifier: Option<&dyn SignalSource>,
+) -> anyhow::Result<ExitCode> {
+    let set = load_set(
+        config,
+        args.policies.as_ref(),
+        classifier.map(|c| c as &dyn Embedder),
+    )?;
     let policy = set.for_team(&args.team);
     let mut needs = BTreeSet::new();
     for n in &args.needs {
-        needs.insert(Capability::parse(n).with_context(|| format!("`{n}` is not a capability (tools, vision, json_mode, reasoning)"))?);
+        needs.insert(
+            Capability::parse(n).with_context(|| {
+                format!("`{n}` is not a capability (tools, vision, json_mode, reasoning)")
+            })?,
+        );
     }
     let facts = RequestFacts {
         estimated_input_tokens: estimate_tokens(&args.prompt, 1),
@@ -140,7 +168,14 @@ pub fn route(config: &Config, args: &RouteArgs, classifier: Option<&dyn SignalSo
     } else {
         (None, "not needed")
     };
-    let result = route::decide_with(&policy, &config.catalogue, &args.model, &facts, signal.as_ref(), &Conditions::default());
+    let result = route::decide_with(
+        &policy,
+        &config.catalogue,
+        &args.model,
+        &facts,
+        signal.as_ref(),
+        &Conditions::default(),
+    );
     let mut out = std::io::stdout().lock();
     match (&result, args.format) {
         (Ok(d), OutputFormat::Text) => {
@@ -158,19 +193,36 @@ pub fn route(config: &Config, args: &RouteArgs, classifier: Option<&dyn SignalSo
         (Err(e), OutputFormat::Text) => writeln!(out, "refused: {e}")?,
         (Err(e), OutputFormat::Json) => writeln!(out, "{}", route::report::error_json(e))?,
     }
-    Ok(if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-fn load_set(config: &Config, dir: Option<&PathBuf>, embedder: Option<&dyn Embedder>) -> anyhow::Result<PolicySet> {
+fn load_set(
+    config: &Config,
+    dir: Option<&PathBuf>,
+    embedder: Option<&dyn Embedder>,
+) -> anyhow::Result<PolicySet> {
     let dir = dir.cloned().unwrap_or_else(|| config.policies_dir.clone());
     PolicySet::load_dir(&dir, &config.catalogue, embedder).map_err(|issues| {
         let lines: Vec<String> = issues.iter().map(|i| format!("  {i}")).collect();
-        anyhow::anyhow!("the policies in {} are invalid:\n{}", dir.display(), lines.join("\n"))
+        anyhow::anyhow!(
+            "the policies in {} are invalid:\n{}",
+            dir.display(),
+            lines.join("\n")
+        )
     })
 }
 
 /// The signal for one text and where it came from.
-fn signal_for(text: &str, difficulty: Option<f32>, task: Option<&str>, classifier: Option<&dyn SignalSource>) -> (Signal, &'static str) {
+fn signal_for(
+    text: &str,
+    difficulty: Option<f32>,
+    task: Option<&str>,
+    classifier: Option<&dyn SignalSource>,
+) -> (Signal, &'static str) {
     let classified = classifier.and_then(|c| match c.signals(&[text.to_owned()]) {
         Ok(mut v) => v.pop(),
         Err(error) => {
@@ -180,7 +232,10 @@ fn signal_for(text: &str, difficulty: Option<f32>, task: Option<&str>, classifie
     });
     let (mut signal, mut source) = match classified {
         Some(s) => (s, "classifier"),
-        None => (Signal::new(heuristic_difficulty(text), Some(heuristic_task(text).to_owned())), "heuristic (no classifier)"),
+        None => (
+            Signal::new(heuristic_difficulty(text), Some(heuristic_task(text).to_owned())),
+            "heuristic (no classifier)",
+        ),
     };
     if let Some(d) = difficulty {
         signal.difficulty = d;
@@ -205,8 +260,24 @@ pub fn heuristic_difficulty(text: &str) -> f32 {
     let tokens = estimate_tokens(text, 0) as f32;
     let length = ((1.0 + tokens).ln() / 2000f32.ln()).min(1.0);
     const HARD: &[&str] = &[
-        "prove", "proof", "derive", "theorem", "algorithm", "complexity", "optimi", "architecture", "step by step",
-        "why does", "trade-off", "tradeoff", "concurren", "race condition", "debug", "refactor", "integral", "equation",
+        "prove",
+        "proof",
+        "derive",
+        "theorem",
+        "algorithm",
+        "complexity",
+        "optimi",
+        "architecture",
+        "step by step",
+        "why does",
+        "trade-off",
+        "tradeoff",
+        "concurren",
+        "race condition",
+        "debug",
+        "refactor",
+        "integral",
+        "equation",
     ];
     let hits = HARD.iter().filter(|k| lower.contains(*k)).count() as f32;
     (0.15 + 0.5 * length + 0.15 * hits).clamp(0.0, 1.0)
@@ -215,7 +286,11 @@ pub fn heuristic_difficulty(text: &str) -> f32 {
 fn heuristic_task(text: &str) -> &'static str {
     let lower = text.to_lowercase();
     let has = |ks: &[&str]| ks.iter().any(|k| lower.contains(k));
-    if text.contains("```") || has(&["function", "code", "compile", "python", "rust", "sql", "regex", "bug"]) {
+    if text.contains("```")
+        || has(&[
+            "function", "code", "compile", "python", "rust", "sql", "regex", "bug",
+        ])
+    {
         "code"
     } else if has(&["solve", "integral", "equation", "calculate", "probability"]) {
         "math"
@@ -286,8 +361,16 @@ fn content_text(content: &Value, out: &mut String, needs: &mut BTreeSet<Capabili
 
 fn parse_row(v: &Value) -> Option<Row> {
     let body = v.get("body").filter(|b| b.is_object()).unwrap_or(v);
-    let str_of = |k: &str| v.get(k).or_else(|| body.get(k)).and_then(Value::as_str).map(str::to_owned);
-    let u64_of = |ks: &[&str]| ks.iter().find_map(|k| v.get(*k).or_else(|| body.get(*k)).and_then(Value::as_u64));
+    let str_of = |k: &str| {
+        v.get(k)
+            .or_else(|| body.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let u64_of = |ks: &[&str]| {
+        ks.iter()
+            .find_map(|k| v.get(*k).or_else(|| body.get(*k)).and_then(Value::as_u64))
+    };
     let mut needs = BTreeSet::new();
     let mut text = String::new();
     let mut messages = 0;
@@ -300,16 +383,28 @@ fn parse_row(v: &Value) -> Option<Row> {
         content_text(p, &mut text, &mut needs);
         messages = 1;
     }
-    if body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) {
+    if body
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty())
+    {
         needs.insert(Capability::Tools);
     }
-    if body.pointer("/response_format/type").and_then(Value::as_str).is_some_and(|t| t.starts_with("json")) {
+    if body
+        .pointer("/response_format/type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.starts_with("json"))
+    {
         needs.insert(Capability::JsonMode);
     }
     let model = str_of("requested_model").or_else(|| str_of("model"))?;
     let tags = match v.get("tags") {
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        Some(Value::String(s)) => s.split(',').map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect(),
         _ => BTreeSet::new(),
     };
     Some(Row {
@@ -317,8 +412,10 @@ fn parse_row(v: &Value) -> Option<Row> {
         model,
         text,
         messages,
-        input_tokens: u64_of(&["input_tokens", "prompt_tokens"]).or_else(|| body.pointer("/usage/prompt_tokens").and_then(Value::as_u64)),
-        output_tokens: u64_of(&["output_tokens", "completion_tokens"]).or_else(|| body.pointer("/usage/completion_tokens").and_then(Value::as_u64)),
+        input_tokens: u64_of(&["input_tokens", "prompt_tokens"])
+            .or_else(|| body.pointer("/usage/prompt_tokens").and_then(Value::as_u64)),
+        output_tokens: u64_of(&["output_tokens", "completion_tokens"])
+            .or_else(|| body.pointer("/usage/completion_tokens").and_then(Value::as_u64)),
         max_tokens: u64_of(&["max_completion_tokens", "max_tokens"]),
         needs,
         tags,
@@ -350,10 +447,25 @@ struct ReplayReport {
 
 /// Replays a request log through a team's policy without calling any upstream and reports projected spend
 /// against the baseline, the model mix and how many requests changed model. Progress goes to stderr.
-pub fn replay(config: &Config, args: &ReplayArgs, classifier: Option<&dyn SignalSource>) -> anyhow::Result<ExitCode> {
-    let set = load_set(config, args.policies.as_ref(), classifier.map(|c| c as &dyn Embedder))?;
-    let file = std::fs::File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?;
-    let report = replay_lines(&set, &config.catalogue, &args.team, std::io::BufReader::new(file), classifier)?;
+pub fn replay(
+    config: &Config,
+    args: &ReplayArgs,
+    classifier: Option<&dyn SignalSource>,
+) -> anyhow::Result<ExitCode> {
+    let set = load_set(
+        config,
+        args.policies.as_ref(),
+        classifier.map(|c| c as &dyn Embedder),
+    )?;
+    let file =
+        std::fs::File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?;
+    let report = replay_lines(
+        &set,
+        &config.catalogue,
+        &args.team,
+        std::io::BufReader::new(file),
+        classifier,
+    )?;
     let mut out = std::io::stdout().lock();
     match args.format {
         OutputFormat::Json => writeln!(out, "{}", replay_json(&report))?,
@@ -379,7 +491,11 @@ fn replay_lines(
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Value>(&line).ok().as_ref().and_then(parse_row) {
+        match serde_json::from_str::<Value>(&line)
+            .ok()
+            .as_ref()
+            .and_then(parse_row)
+        {
             Some(row) => rows.push(row),
             None => {
                 report.unparseable += 1;
@@ -392,9 +508,16 @@ fn replay_lines(
     let total = rows.len();
     for (chunk_no, chunk) in rows.chunks(CHUNK).enumerate() {
         // The classifier is batched per chunk (only for rows without a recorded difficulty).
-        let need: Vec<String> = chunk.iter().filter(|r| r.difficulty.is_none()).map(|r| r.text.clone()).collect();
+        let need: Vec<String> = chunk
+            .iter()
+            .filter(|r| r.difficulty.is_none())
+            .map(|r| r.text.clone())
+            .collect();
         let mut classified = match (classifier, need.is_empty()) {
-            (Some(c), false) => c.signals(&need).map_err(|e| eprintln!("classifier failed ({e}); using the heuristic")).ok(),
+            (Some(c), false) => c
+                .signals(&need)
+                .map_err(|e| eprintln!("classifier failed ({e}); using the heuristic"))
+                .ok(),
             _ => None,
         }
         .map(Vec::into_iter);
@@ -417,7 +540,9 @@ fn replay_row(
     report: &mut ReplayReport,
 ) {
     report.requests += 1;
-    let input_tokens = row.input_tokens.unwrap_or_else(|| estimate_tokens(&row.text, row.messages.max(1)));
+    let input_tokens = row
+        .input_tokens
+        .unwrap_or_else(|| estimate_tokens(&row.text, row.messages.max(1)));
     let facts = RequestFacts {
         estimated_input_tokens: input_tokens,
         max_tokens: row.max_tokens,
@@ -428,7 +553,11 @@ fn replay_row(
         budget_exhausted: false,
         provider: None,
     };
-    let signal = if row.difficulty.is_none() { classified.as_mut().and_then(Iterator::next) } else { None };
+    let signal = if row.difficulty.is_none() {
+        classified.as_mut().and_then(Iterator::next)
+    } else {
+        None
+    };
     let signal = match (row.difficulty, signal) {
         (Some(d), _) => Signal::new(d, row.task.clone()),
         (None, Some(mut s)) => {
@@ -439,7 +568,12 @@ fn replay_row(
         }
         (None, None) => {
             report.heuristic_difficulty += 1;
-            Signal::new(heuristic_difficulty(&row.text), row.task.clone().or_else(|| Some(heuristic_task(&row.text).to_owned())))
+            Signal::new(
+                heuristic_difficulty(&row.text),
+                row.task
+                    .clone()
+                    .or_else(|| Some(heuristic_task(&row.text).to_owned())),
+            )
         }
     };
     let signal = policy.wants_routing(&row.model).then_some(signal);
@@ -461,12 +595,21 @@ fn replay_row(
     let price_of = |m: &crate::config::Model| crate::cost::max_cost(input_tokens, output_tokens, &m.price);
     let projected = price_of(&chosen.model);
     let baseline = decision.baseline.as_deref().map_or(projected, price_of);
-    let original_model = row.served.as_deref().or(Some(row.model.as_str())).and_then(|n| catalogue.get(n)).cloned().or(decision.baseline.clone());
+    let original_model = row
+        .served
+        .as_deref()
+        .or(Some(row.model.as_str()))
+        .and_then(|n| catalogue.get(n))
+        .cloned()
+        .or(decision.baseline.clone());
     let original = original_model.as_deref().map_or(baseline, price_of);
     report.projected_spend += projected;
     report.baseline_spend += baseline;
     report.original_spend += original;
-    if original_model.as_ref().is_none_or(|m| m.name != chosen.model.name) {
+    if original_model
+        .as_ref()
+        .is_none_or(|m| m.name != chosen.model.name)
+    {
         report.changed_model += 1;
     }
     let line = report.model_mix.entry(chosen.model.name.clone()).or_default();
@@ -506,19 +649,38 @@ fn replay_text(team: &str, r: &ReplayReport) -> String {
     }
     s.push('\n');
     s.push_str(&format!("  projected spend   {:>14}\n", usd(r.projected_spend)));
-    s.push_str(&format!("  baseline spend    {:>14}   saved {}\n", usd(r.baseline_spend), pct(pct_saved(r.projected_spend, r.baseline_spend))));
-    s.push_str(&format!("  original spend    {:>14}   saved {}\n", usd(r.original_spend), pct(pct_saved(r.projected_spend, r.original_spend))));
+    s.push_str(&format!(
+        "  baseline spend    {:>14}   saved {}\n",
+        usd(r.baseline_spend),
+        pct(pct_saved(r.projected_spend, r.baseline_spend))
+    ));
+    s.push_str(&format!(
+        "  original spend    {:>14}   saved {}\n",
+        usd(r.original_spend),
+        pct(pct_saved(r.projected_spend, r.original_spend))
+    ));
     s.push_str(&format!("  changed model     {:>14}\n", r.changed_model));
     for (kind, n) in &r.refused {
         s.push_str(&format!("  refused ({kind}) {n:>10}\n"));
     }
     if r.heuristic_difficulty > 0 {
-        s.push_str(&format!("  note: {} request(s) scored by the heuristic, not the classifier\n", r.heuristic_difficulty));
+        s.push_str(&format!(
+            "  note: {} request(s) scored by the heuristic, not the classifier\n",
+            r.heuristic_difficulty
+        ));
     }
     s.push_str("\n  model                          requests        spend    share\n");
     for (m, l) in &r.model_mix {
-        let share = if r.requests > 0 { l.requests as f64 * 100.0 / r.requests as f64 } else { 0.0 };
-        s.push_str(&format!("  {m:<30} {:>8} {:>12} {share:>7.1}%\n", l.requests, usd(l.spend)));
+        let share = if r.requests > 0 {
+            l.requests as f64 * 100.0 / r.requests as f64
+        } else {
+            0.0
+        };
+        s.push_str(&format!(
+            "  {m:<30} {:>8} {:>12} {share:>7.1}%\n",
+            l.requests,
+            usd(l.spend)
+        ));
     }
     s.push_str("\n  reason                         requests\n");
     for (reason, n) in &r.reasons {
@@ -541,13 +703,24 @@ mod tests {
         assert_eq!(row.max_tokens, Some(50));
         let ledger: Value = serde_json::from_str(r#"{"requested_model":"auto","routed_model":"gpt-5","input_tokens":100,"output_tokens":20,"difficulty":0.3,"task":"qa"}"#).unwrap();
         let row = parse_row(&ledger).unwrap();
-        assert_eq!((row.served.as_deref(), row.input_tokens, row.output_tokens, row.difficulty), (Some("gpt-5"), Some(100), Some(20), Some(0.3)));
+        assert_eq!(
+            (
+                row.served.as_deref(),
+                row.input_tokens,
+                row.output_tokens,
+                row.difficulty
+            ),
+            (Some("gpt-5"), Some(100), Some(20), Some(0.3))
+        );
         assert!(parse_row(&json!({"hello": 1})).is_none());
     }
 
     #[test]
     fn heuristic_ranks_a_proof_above_a_greeting() {
-        assert!(heuristic_difficulty("Prove that there are infinitely many primes, step by step.") > heuristic_difficulty("hi there"));
+        assert!(
+            heuristic_difficulty("Prove that there are infinitely many primes, step by step.")
+                > heuristic_difficulty("hi there")
+        );
         assert_eq!(heuristic_task("format this as csv"), "extraction");
     }
 }

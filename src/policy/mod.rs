@@ -29,7 +29,15 @@ use crate::config::Catalogue;
 use self::raw::{RawBudgets, RawDataRule, RawPolicy, RawRoute};
 
 /// The task types the classifier emits (its `TaskType`, as snake_case strings).
-pub const TASK_TYPES: &[&str] = &["code", "math", "reasoning", "writing", "qa", "extraction", "conversation"];
+pub const TASK_TYPES: &[&str] = &[
+    "code",
+    "math",
+    "reasoning",
+    "writing",
+    "qa",
+    "extraction",
+    "conversation",
+];
 
 /// One problem in a policy file, located by file, key path and (for syntax errors) line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -86,7 +94,9 @@ impl Dial {
             Dial::Balanced => &[(0.0, 0.30), (0.3, 0.60), (0.6, 0.78), (0.85, 0.87), (1.0, 0.95)],
             Dial::Quality => &[(0.0, 0.60), (0.3, 0.78), (0.6, 0.87), (1.0, 0.95)],
         };
-        FloorCurve { points: points.to_vec() }
+        FloorCurve {
+            points: points.to_vec(),
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -116,8 +126,14 @@ impl FloorCurve {
     }
 
     pub fn at(&self, difficulty: f64) -> f64 {
-        let d = if difficulty.is_nan() { 1.0 } else { difficulty.clamp(0.0, 1.0) };
-        let Some(&(first_d, first_q)) = self.points.first() else { return 0.0 };
+        let d = if difficulty.is_nan() {
+            1.0
+        } else {
+            difficulty.clamp(0.0, 1.0)
+        };
+        let Some(&(first_d, first_q)) = self.points.first() else {
+            return 0.0;
+        };
         if d <= first_d {
             return first_q;
         }
@@ -242,7 +258,8 @@ fn serialize_regexes<S: serde::Serializer>(r: &[Regex], s: S) -> Result<S::Ok, S
 impl DataRule {
     /// Whether the rule applies to a request with these tags and this text.
     pub fn matches(&self, tags: &BTreeSet<String>, text: Option<&str>) -> bool {
-        self.tags.iter().any(|t| tags.contains(t)) || text.is_some_and(|t| self.patterns.iter().any(|p| p.is_match(t)))
+        self.tags.iter().any(|t| tags.contains(t))
+            || text.is_some_and(|t| self.patterns.iter().any(|p| p.is_match(t)))
     }
 }
 
@@ -335,7 +352,11 @@ fn serialize_tz<S: serde::Serializer>(tz: &chrono_tz::Tz, s: S) -> Result<S::Ok,
 
 impl Default for BudgetPolicy {
     fn default() -> Self {
-        BudgetPolicy { timezone: chrono_tz::UTC, on_exhausted: OnExhausted::Block, limits: Vec::new() }
+        BudgetPolicy {
+            timezone: chrono_tz::UTC,
+            on_exhausted: OnExhausted::Block,
+            limits: Vec::new(),
+        }
     }
 }
 
@@ -392,7 +413,10 @@ impl Default for Policy {
             baseline_model: None,
             dial: Some(Dial::Balanced),
             floor: Dial::Balanced.curve(),
-            unclassified: Unclassified { difficulty: 0.5, model: None },
+            unclassified: Unclassified {
+                difficulty: 0.5,
+                model: None,
+            },
             max_cost_per_request: None,
             expected_output_tokens: DEFAULT_EXPECTED_OUTPUT_TOKENS,
             auto_names: vec!["auto".to_owned()],
@@ -401,8 +425,14 @@ impl Default for Policy {
             tasks: BTreeMap::new(),
             routes: Vec::new(),
             data_rules: Vec::new(),
-            stickiness: Stickiness { enabled: false, ttl: Duration::from_secs(1800) },
-            local: LocalRules { max_swap_wait: Duration::from_secs(10), use_local: true },
+            stickiness: Stickiness {
+                enabled: false,
+                ttl: Duration::from_secs(1800),
+            },
+            local: LocalRules {
+                max_swap_wait: Duration::from_secs(10),
+                use_local: true,
+            },
             budgets: BudgetPolicy::default(),
         }
     }
@@ -421,7 +451,10 @@ impl Policy {
 
     /// Whether the allow/deny lists let this team use `model`.
     pub fn allows(&self, model: &str) -> bool {
-        let allowed = self.allow.as_ref().is_none_or(|a| a.iter().any(|p| p.matches(model)));
+        let allowed = self
+            .allow
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|p| p.matches(model)));
         allowed && !self.deny.iter().any(|p| p.matches(model))
     }
 
@@ -440,7 +473,11 @@ impl Policy {
 
     /// Admin routes that still lack example embeddings (no classifier at load time).
     pub fn routes_without_embeddings(&self) -> Vec<&str> {
-        self.routes.iter().filter(|r| r.embeddings.is_empty()).map(|r| r.name.as_str()).collect()
+        self.routes
+            .iter()
+            .filter(|r| r.embeddings.is_empty())
+            .map(|r| r.name.as_str())
+            .collect()
     }
 
     /// Embeds every admin route's examples. Called at load and reload when a classifier is available.
@@ -476,12 +513,23 @@ struct Issues<'a> {
 
 impl Issues<'_> {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>, hint: Option<String>) {
-        self.list.push(PolicyIssue { file: self.file.to_owned(), path: path.into(), line: None, message: message.into(), hint });
+        self.list.push(PolicyIssue {
+            file: self.file.to_owned(),
+            path: path.into(),
+            line: None,
+            message: message.into(),
+            hint,
+        });
     }
 }
 
 /// Parses and validates one policy file's text. `name` is the team (the file stem).
-pub fn parse_policy(name: &str, file: &str, text: &str, catalogue: &Catalogue) -> Result<Policy, Vec<PolicyIssue>> {
+pub fn parse_policy(
+    name: &str,
+    file: &str,
+    text: &str,
+    catalogue: &Catalogue,
+) -> Result<Policy, Vec<PolicyIssue>> {
     // An empty file is a valid policy with every default.
     let raw: RawPolicy = if text.trim().is_empty() {
         RawPolicy::default()
@@ -509,18 +557,38 @@ pub fn parse_policy(name: &str, file: &str, text: &str, catalogue: &Catalogue) -
 }
 
 /// Stage two: checks a raw policy against the catalogue and builds the domain type.
-pub fn validate(name: &str, file: &str, raw: RawPolicy, catalogue: &Catalogue) -> Result<Policy, Vec<PolicyIssue>> {
-    let mut issues = Issues { file, list: Vec::new() };
+pub fn validate(
+    name: &str,
+    file: &str,
+    raw: RawPolicy,
+    catalogue: &Catalogue,
+) -> Result<Policy, Vec<PolicyIssue>> {
+    let mut issues = Issues {
+        file,
+        list: Vec::new(),
+    };
     let names: Vec<&str> = catalogue.models.iter().map(|m| m.name.as_str()).collect();
     let defaults = Policy::default();
 
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        issues.push("<file name>", format!("team name `{name}` may only use letters, digits, `-` and `_`"), None);
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        issues.push(
+            "<file name>",
+            format!("team name `{name}` may only use letters, digits, `-` and `_`"),
+            None,
+        );
     }
 
     let mut check_model = |path: String, model: &str, issues: &mut Issues| {
         if catalogue.get(model).is_none() {
-            issues.push(path, format!("no model `{model}` in the catalogue"), suggest(model, &names));
+            issues.push(
+                path,
+                format!("no model `{model}` in the catalogue"),
+                suggest(model, &names),
+            );
         }
     };
     let patterns = |path: &str, list: &[String], issues: &mut Issues| -> Vec<ModelPattern> {
@@ -530,13 +598,21 @@ pub fn validate(name: &str, file: &str, raw: RawPolicy, catalogue: &Catalogue) -
                 let pattern = ModelPattern::new(p.clone());
                 if !names.iter().any(|n| pattern.matches(n)) {
                     let hint = if p.contains('*') { None } else { suggest(p, &names) };
-                    issues.push(format!("{path}[{i}]"), format!("`{p}` matches no model in the catalogue"), hint);
+                    issues.push(
+                        format!("{path}[{i}]"),
+                        format!("`{p}` matches no model in the catalogue"),
+                        hint,
+                    );
                 }
                 pattern
             })
             .collect()
     };
-    let allow = raw.models.allow.as_ref().map(|a| patterns("models.allow", a, &mut issues));
+    let allow = raw
+        .models
+        .allow
+        .as_ref()
+        .map(|a| patterns("models.allow", a, &mut issues));
     let deny = patterns("models.deny", &raw.models.deny, &mut issues);
 
     if let Some(b) = &raw.baseline {
@@ -546,20 +622,31 @@ pub fn validate(name: &str, file: &str, raw: RawPolicy, catalogue: &Catalogue) -
     // Quality: a dial or an explicit floor curve, not both.
     let (dial, floor) = match (&raw.quality.dial, &raw.quality.floor) {
         (Some(_), Some(_)) => {
-            issues.push("quality", "set either `dial` or `floor`, not both", Some("a floor curve replaces the dial".to_owned()));
+            issues.push(
+                "quality",
+                "set either `dial` or `floor`, not both",
+                Some("a floor curve replaces the dial".to_owned()),
+            );
             (None, FloorCurve::new(Vec::new()))
         }
         (Some(d), None) => match Dial::parse(d) {
             Some(dial) => (Some(dial), dial.curve()),
             None => {
-                issues.push("quality.dial", format!("`{d}` is not a dial"), Some("use economy, balanced or quality".to_owned()));
+                issues.push(
+                    "quality.dial",
+                    format!("`{d}` is not a dial"),
+                    Some("use economy, balanced or quality".to_owned()),
+                );
                 (None, FloorCurve::new(Vec::new()))
             }
         },
         (None, Some(points)) => (None, validate_floor(points, &mut issues)),
         (None, None) => (defaults.dial, defaults.floor.clone()),
     };
-    let unclassified_difficulty = raw.quality.unclassified_difficulty.unwrap_or(defaults.unclassified.difficulty);
+    let unclassified_difficulty = raw
+        .quality
+        .unclassified_difficulty
+        .unwrap_or(defaults.unclassified.difficulty);
     if !(0.0..=1.0).contains(&unclassified_difficulty) {
         issues.push("quality.unclassified_difficulty", "must be between 0 and 1", None);
     }
@@ -570,26 +657,48 @@ pub fn validate(name: &str, file: &str, raw: RawPolicy, catalogue: &Catalogue) -
     if let Some(cap) = raw.max_cost_per_request
         && cap <= Decimal::ZERO
     {
-        issues.push("max_cost_per_request", "must be a positive amount in USD", Some("e.g. \"0.05\"".to_owned()));
+        issues.push(
+            "max_cost_per_request",
+            "must be a positive amount in USD",
+            Some("e.g. \"0.05\"".to_owned()),
+        );
     }
-    let expected_output_tokens = raw.expected_output_tokens.unwrap_or(DEFAULT_EXPECTED_OUTPUT_TOKENS);
+    let expected_output_tokens = raw
+        .expected_output_tokens
+        .unwrap_or(DEFAULT_EXPECTED_OUTPUT_TOKENS);
     if expected_output_tokens == 0 {
         issues.push("expected_output_tokens", "must be at least 1", None);
     }
 
-    let auto_names = raw.requests.auto_names.clone().unwrap_or_else(|| defaults.auto_names.clone());
+    let auto_names = raw
+        .requests
+        .auto_names
+        .clone()
+        .unwrap_or_else(|| defaults.auto_names.clone());
     if auto_names.is_empty() {
-        issues.push("requests.auto_names", "name at least one model name that means \"route for me\"", Some("usually [auto]".to_owned()));
+        issues.push(
+            "requests.auto_names",
+            "name at least one model name that means \"route for me\"",
+            Some("usually [auto]".to_owned()),
+        );
     }
     for (i, n) in auto_names.iter().enumerate() {
         if catalogue.get(n).is_some() {
-            issues.push(format!("requests.auto_names[{i}]"), format!("`{n}` is a catalogue model; it cannot also mean \"route for me\""), None);
+            issues.push(
+                format!("requests.auto_names[{i}]"),
+                format!("`{n}` is a catalogue model; it cannot also mean \"route for me\""),
+                None,
+            );
         }
     }
     let mut aliases = BTreeMap::new();
     for (alias, dial) in &raw.requests.aliases {
         if catalogue.get(alias).is_some() || auto_names.contains(alias) {
-            issues.push(format!("requests.aliases.{alias}"), format!("`{alias}` is already a model or auto name"), None);
+            issues.push(
+                format!("requests.aliases.{alias}"),
+                format!("`{alias}` is already a model or auto name"),
+                None,
+            );
         }
         match Dial::parse(dial) {
             Some(d) => {
@@ -607,7 +716,11 @@ pub fn validate(name: &str, file: &str, raw: RawPolicy, catalogue: &Catalogue) -
         Some("route") => NamedModels::Route,
         Some("deny") => NamedModels::Deny,
         Some(other) => {
-            issues.push("requests.named_models", format!("`{other}` is not an option"), Some("use honour, route or deny".to_owned()));
+            issues.push(
+                "requests.named_models",
+                format!("`{other}` is not an option"),
+                Some("use honour, route or deny".to_owned()),
+            );
             NamedModels::Honour
         }
     };
@@ -616,31 +729,55 @@ pub fn validate(name: &str, file: &str, raw: RawPolicy, catalogue: &Catalogue) -
     for (task, rule) in &raw.tasks {
         let path = format!("tasks.{task}");
         if !TASK_TYPES.contains(&task.as_str()) {
-            issues.push(&path, format!("`{task}` is not a task type"), Some(format!("use one of {}", TASK_TYPES.join(", "))));
+            issues.push(
+                &path,
+                format!("`{task}` is not a task type"),
+                Some(format!("use one of {}", TASK_TYPES.join(", "))),
+            );
         }
         check_quality(&format!("{path}.min_quality"), rule.min_quality, &mut issues);
         for (i, m) in rule.prefer.iter().enumerate() {
             check_model(format!("{path}.prefer[{i}]"), m, &mut issues);
         }
-        tasks.insert(task.clone(), TaskRule { min_quality: rule.min_quality, prefer: rule.prefer.clone() });
+        tasks.insert(
+            task.clone(),
+            TaskRule {
+                min_quality: rule.min_quality,
+                prefer: rule.prefer.clone(),
+            },
+        );
     }
 
     let mut routes = Vec::new();
     let mut route_names = BTreeSet::new();
     for (i, r) in raw.routes.iter().enumerate() {
-        routes.push(validate_route(&format!("routes[{i}]"), r, &mut route_names, &mut check_model, &mut issues));
+        routes.push(validate_route(
+            &format!("routes[{i}]"),
+            r,
+            &mut route_names,
+            &mut check_model,
+            &mut issues,
+        ));
     }
 
     let mut data_rules = Vec::new();
     for (i, r) in raw.data_rules.iter().enumerate() {
-        if let Some(rule) = validate_data_rule(&format!("data_rules[{i}]"), r, &mut check_model, &mut issues) {
+        if let Some(rule) = validate_data_rule(&format!("data_rules[{i}]"), r, &mut check_model, &mut issues)
+        {
             data_rules.push(rule);
         }
     }
 
-    let stickiness = Stickiness { enabled: raw.stickiness.enabled, ttl: raw.stickiness.ttl.unwrap_or(defaults.stickiness.ttl) };
+    let stickiness = Stickiness {
+        enabled: raw.stickiness.enabled,
+        ttl: raw.stickiness.ttl.unwrap_or(defaults.stickiness.ttl),
+    };
     if stickiness.ttl.is_zero() && stickiness.enabled {
-        issues.push("stickiness.ttl", "must be longer than zero", Some("e.g. 30m".to_owned()));
+        issues.push(
+            "stickiness.ttl",
+            "must be longer than zero",
+            Some("e.g. 30m".to_owned()),
+        );
     }
     let local = LocalRules {
         max_swap_wait: raw.local.max_swap_wait.unwrap_or(defaults.local.max_swap_wait),
@@ -660,7 +797,10 @@ pub fn validate(name: &str, file: &str, raw: RawPolicy, catalogue: &Catalogue) -
         baseline_model: raw.baseline,
         dial,
         floor,
-        unclassified: Unclassified { difficulty: unclassified_difficulty, model: raw.quality.unclassified_model },
+        unclassified: Unclassified {
+            difficulty: unclassified_difficulty,
+            model: raw.quality.unclassified_model,
+        },
         max_cost_per_request: raw.max_cost_per_request,
         expected_output_tokens,
         auto_names,
@@ -679,13 +819,21 @@ fn check_quality(path: &str, q: Option<f64>, issues: &mut Issues) {
     if let Some(q) = q
         && !(0.0..=1.0).contains(&q)
     {
-        issues.push(path, "a quality must be between 0 and 1", Some("catalogue scores are MMLU-Pro accuracies, e.g. 0.8".to_owned()));
+        issues.push(
+            path,
+            "a quality must be between 0 and 1",
+            Some("catalogue scores are MMLU-Pro accuracies, e.g. 0.8".to_owned()),
+        );
     }
 }
 
 fn validate_floor(points: &[raw::RawFloorPoint], issues: &mut Issues) -> FloorCurve {
     if points.is_empty() {
-        issues.push("quality.floor", "give at least one point", Some("e.g. [{difficulty: 0, min_quality: 0.5}, {difficulty: 1, min_quality: 0.85}]".to_owned()));
+        issues.push(
+            "quality.floor",
+            "give at least one point",
+            Some("e.g. [{difficulty: 0, min_quality: 0.5}, {difficulty: 1, min_quality: 0.85}]".to_owned()),
+        );
     }
     let mut out: Vec<(f64, f64)> = Vec::new();
     for (i, p) in points.iter().enumerate() {
@@ -696,7 +844,11 @@ fn validate_floor(points: &[raw::RawFloorPoint], issues: &mut Issues) -> FloorCu
         check_quality(&format!("{path}.min_quality"), Some(p.min_quality), issues);
         if let Some(&(d, q)) = out.last() {
             if p.difficulty <= d {
-                issues.push(format!("{path}.difficulty"), "points must be in increasing order of difficulty", None);
+                issues.push(
+                    format!("{path}.difficulty"),
+                    "points must be in increasing order of difficulty",
+                    None,
+                );
             }
             if p.min_quality < q {
                 issues.push(
@@ -719,17 +871,33 @@ fn validate_route(
     issues: &mut Issues,
 ) -> AdminRoute {
     if !names.insert(r.name.clone()) {
-        issues.push(format!("{path}.name"), format!("route `{}` is defined twice", r.name), None);
+        issues.push(
+            format!("{path}.name"),
+            format!("route `{}` is defined twice", r.name),
+            None,
+        );
     }
     if r.examples.iter().all(|e| e.trim().is_empty()) {
-        issues.push(format!("{path}.examples"), "give at least one example utterance", None);
+        issues.push(
+            format!("{path}.examples"),
+            "give at least one example utterance",
+            None,
+        );
     }
     let threshold = r.threshold.unwrap_or(DEFAULT_ROUTE_THRESHOLD);
     if !(0.0..=1.0).contains(&threshold) {
-        issues.push(format!("{path}.threshold"), "a cosine similarity threshold must be between 0 and 1", Some("0.75 is a good start".to_owned()));
+        issues.push(
+            format!("{path}.threshold"),
+            "a cosine similarity threshold must be between 0 and 1",
+            Some("0.75 is a good start".to_owned()),
+        );
     }
     if r.prefer.is_empty() && r.min_quality.is_none() {
-        issues.push(path, "a route needs `prefer` or `min_quality` to have any effect", None);
+        issues.push(
+            path,
+            "a route needs `prefer` or `min_quality` to have any effect",
+            None,
+        );
     }
     for (i, m) in r.prefer.iter().enumerate() {
         check_model(format!("{path}.prefer[{i}]"), m, issues);
@@ -771,7 +939,11 @@ fn validate_data_rule(
         "block" => DataAction::Block,
         "allow_only" => {
             if r.models.is_empty() {
-                issues.push(format!("{path}.models"), "allow_only needs a list of models", None);
+                issues.push(
+                    format!("{path}.models"),
+                    "allow_only needs a list of models",
+                    None,
+                );
             }
             for (i, m) in r.models.iter().enumerate() {
                 check_model(format!("{path}.models[{i}]"), m, issues);
@@ -779,21 +951,38 @@ fn validate_data_rule(
             DataAction::AllowOnly(r.models.iter().cloned().collect())
         }
         other => {
-            issues.push(format!("{path}.action"), format!("`{other}` is not an action"), Some("use local_only, block or allow_only".to_owned()));
+            issues.push(
+                format!("{path}.action"),
+                format!("`{other}` is not an action"),
+                Some("use local_only, block or allow_only".to_owned()),
+            );
             return None;
         }
     };
     if !matches!(action, DataAction::AllowOnly(_)) && !r.models.is_empty() {
-        issues.push(format!("{path}.models"), "`models` only applies to action: allow_only", None);
+        issues.push(
+            format!("{path}.models"),
+            "`models` only applies to action: allow_only",
+            None,
+        );
     }
-    Some(DataRule { name: r.name.clone(), tags: r.tags.iter().cloned().collect(), patterns, action })
+    Some(DataRule {
+        name: r.name.clone(),
+        tags: r.tags.iter().cloned().collect(),
+        patterns,
+        action,
+    })
 }
 
 fn validate_budgets(raw: &RawBudgets, issues: &mut Issues) -> BudgetPolicy {
     let timezone = match raw.timezone.as_deref() {
         None => chrono_tz::UTC,
         Some(tz) => tz.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
-            issues.push("budgets.timezone", format!("`{tz}` is not an IANA time zone"), Some("e.g. UTC or Europe/Berlin".to_owned()));
+            issues.push(
+                "budgets.timezone",
+                format!("`{tz}` is not an IANA time zone"),
+                Some("e.g. UTC or Europe/Berlin".to_owned()),
+            );
             chrono_tz::UTC
         }),
     };
@@ -802,7 +991,11 @@ fn validate_budgets(raw: &RawBudgets, issues: &mut Issues) -> BudgetPolicy {
         Some("downgrade_local") => OnExhausted::DowngradeLocal,
         Some("downgrade_cheapest") => OnExhausted::DowngradeCheapest,
         Some(other) => {
-            issues.push("budgets.on_exhausted", format!("`{other}` is not an option"), Some("use block, downgrade_local or downgrade_cheapest".to_owned()));
+            issues.push(
+                "budgets.on_exhausted",
+                format!("`{other}` is not an option"),
+                Some("use block, downgrade_local or downgrade_cheapest".to_owned()),
+            );
             OnExhausted::Block
         }
     };
@@ -815,7 +1008,11 @@ fn validate_budgets(raw: &RawBudgets, issues: &mut Issues) -> BudgetPolicy {
             "user" => Some(BudgetScope::User),
             "key" => Some(BudgetScope::Key),
             other => {
-                issues.push(format!("{path}.scope"), format!("`{other}` is not a scope"), Some("use team, user or key".to_owned()));
+                issues.push(
+                    format!("{path}.scope"),
+                    format!("`{other}` is not a scope"),
+                    Some("use team, user or key".to_owned()),
+                );
                 None
             }
         };
@@ -824,7 +1021,11 @@ fn validate_budgets(raw: &RawBudgets, issues: &mut Issues) -> BudgetPolicy {
             "weekly" => Some(BudgetPeriod::Weekly),
             "monthly" => Some(BudgetPeriod::Monthly),
             other => {
-                issues.push(format!("{path}.period"), format!("`{other}` is not a period"), Some("use daily, weekly or monthly".to_owned()));
+                issues.push(
+                    format!("{path}.period"),
+                    format!("`{other}` is not a period"),
+                    Some("use daily, weekly or monthly".to_owned()),
+                );
                 None
             }
         };
@@ -832,7 +1033,11 @@ fn validate_budgets(raw: &RawBudgets, issues: &mut Issues) -> BudgetPolicy {
             None | Some("hard") => Some(BudgetMode::Hard),
             Some("soft") => Some(BudgetMode::Soft),
             Some(other) => {
-                issues.push(format!("{path}.mode"), format!("`{other}` is not a mode"), Some("use hard or soft".to_owned()));
+                issues.push(
+                    format!("{path}.mode"),
+                    format!("`{other}` is not a mode"),
+                    Some("use hard or soft".to_owned()),
+                );
                 None
             }
         };
@@ -840,21 +1045,43 @@ fn validate_budgets(raw: &RawBudgets, issues: &mut Issues) -> BudgetPolicy {
             None | Some("api") => Some(BudgetDimension::Api),
             Some("local") => Some(BudgetDimension::Local),
             Some(other) => {
-                issues.push(format!("{path}.dimension"), format!("`{other}` is not a dimension"), Some("use api or local".to_owned()));
+                issues.push(
+                    format!("{path}.dimension"),
+                    format!("`{other}` is not a dimension"),
+                    Some("use api or local".to_owned()),
+                );
                 None
             }
         };
         if l.limit <= Decimal::ZERO {
-            issues.push(format!("{path}.limit"), "a budget must be a positive amount in USD", None);
+            issues.push(
+                format!("{path}.limit"),
+                "a budget must be a positive amount in USD",
+                None,
+            );
         }
         if let (Some(scope), Some(period), Some(mode), Some(dimension)) = (scope, period, mode, dimension) {
             if !seen.insert((scope as u8, period as u8, dimension as u8)) {
-                issues.push(path.clone(), "a budget for this scope, period and dimension is already defined", None);
+                issues.push(
+                    path.clone(),
+                    "a budget for this scope, period and dimension is already defined",
+                    None,
+                );
             }
-            limits.push(BudgetLimit { scope, period, limit: l.limit, mode, dimension });
+            limits.push(BudgetLimit {
+                scope,
+                period,
+                limit: l.limit,
+                mode,
+                dimension,
+            });
         }
     }
-    BudgetPolicy { timezone, on_exhausted, limits }
+    BudgetPolicy {
+        timezone,
+        on_exhausted,
+        limits,
+    }
 }
 
 /// "Did you mean …?" for a misspelt model name.
@@ -873,7 +1100,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -892,7 +1121,10 @@ pub struct PolicySet {
 
 impl Default for PolicySet {
     fn default() -> Self {
-        PolicySet { default: Arc::new(Policy::default()), teams: BTreeMap::new() }
+        PolicySet {
+            default: Arc::new(Policy::default()),
+            teams: BTreeMap::new(),
+        }
     }
 }
 
@@ -900,7 +1132,11 @@ impl PolicySet {
     /// Reads and validates every `*.yaml`/`*.yml` file in `dir` (not recursive; hidden files skipped).
     /// `default.yaml` is the policy of teams without a file; without it the built-in default applies.
     /// All problems in all files are returned together.
-    pub fn load_dir(dir: &Path, catalogue: &Catalogue, embedder: Option<&dyn Embedder>) -> Result<PolicySet, Vec<PolicyIssue>> {
+    pub fn load_dir(
+        dir: &Path,
+        catalogue: &Catalogue,
+        embedder: Option<&dyn Embedder>,
+    ) -> Result<PolicySet, Vec<PolicyIssue>> {
         let dir_name = dir.display().to_string();
         let entries = std::fs::read_dir(dir).map_err(|e| {
             vec![PolicyIssue {
@@ -952,8 +1188,14 @@ impl PolicySet {
         let mut default_seen = false;
         for (path, text) in files {
             let file = path.display().to_string();
-            let Some(team) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else { continue };
-            let duplicate = if team == "default" { std::mem::replace(&mut default_seen, true) } else { set.teams.contains_key(&team) };
+            let Some(team) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            let duplicate = if team == "default" {
+                std::mem::replace(&mut default_seen, true)
+            } else {
+                set.teams.contains_key(&team)
+            };
             if duplicate {
                 issues.push(PolicyIssue {
                     file: file.clone(),
@@ -997,8 +1239,14 @@ impl PolicySet {
 }
 
 fn is_policy_file(p: &Path) -> bool {
-    let hidden = p.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
-    let yaml = p.extension().and_then(|e| e.to_str()).is_some_and(|e| e == "yaml" || e == "yml");
+    let hidden = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    let yaml = p
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e == "yaml" || e == "yml");
     !hidden && yaml && p.is_file()
 }
 
@@ -1031,12 +1279,23 @@ pub struct Policies {
 impl Policies {
     /// A store holding one policy for every team (tests, and the binary before the folder is read).
     pub fn new(default: Policy) -> Self {
-        Policies::from_set(PolicySet { default: Arc::new(default), teams: BTreeMap::new() })
+        Policies::from_set(PolicySet {
+            default: Arc::new(default),
+            teams: BTreeMap::new(),
+        })
     }
 
     pub fn from_set(set: PolicySet) -> Self {
-        let status = ReloadStatus { generation: 1, loaded_at: SystemTime::now(), teams: set.teams.keys().cloned().collect(), last_error: None };
-        Policies { current: Arc::new(ArcSwap::from_pointee(set)), status: Arc::new(ArcSwap::from_pointee(status)) }
+        let status = ReloadStatus {
+            generation: 1,
+            loaded_at: SystemTime::now(),
+            teams: set.teams.keys().cloned().collect(),
+            last_error: None,
+        };
+        Policies {
+            current: Arc::new(ArcSwap::from_pointee(set)),
+            status: Arc::new(ArcSwap::from_pointee(status)),
+        }
     }
 
     /// The team's policy, or the default policy for teams without a file.
@@ -1057,13 +1316,21 @@ impl Policies {
         let teams = set.teams.keys().cloned().collect();
         self.current.store(Arc::new(set));
         let generation = self.status.load().generation + 1;
-        self.status.store(Arc::new(ReloadStatus { generation, loaded_at: SystemTime::now(), teams, last_error: None }));
+        self.status.store(Arc::new(ReloadStatus {
+            generation,
+            loaded_at: SystemTime::now(),
+            teams,
+            last_error: None,
+        }));
     }
 
     /// Records a rejected reload; the live policies are untouched.
     pub fn reject(&self, issues: Vec<PolicyIssue>) {
         let mut status = ReloadStatus::clone(&self.status.load());
-        status.last_error = Some(ReloadFailure { at: SystemTime::now(), issues });
+        status.last_error = Some(ReloadFailure {
+            at: SystemTime::now(),
+            issues,
+        });
         self.status.store(Arc::new(status));
     }
 }

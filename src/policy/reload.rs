@@ -80,7 +80,8 @@ pub fn spawn_watcher(
                     got = rx.recv() => if got.is_none() { return },
                 }
             }
-            let (dir, catalogue, policies, embedder) = (dir.clone(), catalogue.clone(), policies.clone(), embedder.clone());
+            let (dir, catalogue, policies, embedder) =
+                (dir.clone(), catalogue.clone(), policies.clone(), embedder.clone());
             // Reading files and embedding route examples is blocking work.
             let joined = tokio::task::spawn_blocking(move || {
                 reload_now(&dir, &catalogue, &policies, embedder.as_deref()).is_ok()

@@ -14,7 +14,9 @@ models:
   - { name: small, deployments: [openai], price: { input: "0.1", output: "0.4" }, quality: 0.5 }
 "#;
     let env = HashMap::from([("OPENAI_API_KEY".to_owned(), "sk".to_owned())]);
-    Config::from_yaml(yaml, "t", Path::new("."), &env).unwrap().catalogue
+    Config::from_yaml(yaml, "t", Path::new("."), &env)
+        .unwrap()
+        .catalogue
 }
 
 fn parse(text: &str) -> Result<Policy, Vec<PolicyIssue>> {
@@ -119,7 +121,9 @@ budgets: { timezone: Mars/Olympus, limits: [{ scope: galaxy, period: hourly, lim
 
 #[test]
 fn a_falling_floor_is_refused() {
-    let issues = parse("quality: { floor: [{difficulty: 0, min_quality: 0.8}, {difficulty: 1, min_quality: 0.5}] }").unwrap_err();
+    let issues =
+        parse("quality: { floor: [{difficulty: 0, min_quality: 0.8}, {difficulty: 1, min_quality: 0.5}] }")
+            .unwrap_err();
     assert_eq!(paths(&issues), vec!["quality.floor[1].min_quality"]);
 }
 
@@ -165,7 +169,11 @@ data_rules:
     .unwrap();
     let tags = BTreeSet::from(["confidential".to_owned()]);
     assert_eq!(p.data_rule(&tags, None).map(|r| r.name.as_str()), Some("conf"));
-    assert_eq!(p.data_rule(&BTreeSet::new(), Some("key AKIAABCDEFGHIJKLMNOP")).map(|r| r.name.as_str()), Some("keys"));
+    assert_eq!(
+        p.data_rule(&BTreeSet::new(), Some("key AKIAABCDEFGHIJKLMNOP"))
+            .map(|r| r.name.as_str()),
+        Some("keys")
+    );
     assert!(p.data_rule(&BTreeSet::new(), Some("hello")).is_none());
 }
 
@@ -208,7 +216,10 @@ fn problems_in_several_files_are_all_reported() {
     std::fs::write(dir.path().join("a.yaml"), "baseline: nope").unwrap();
     std::fs::write(dir.path().join("b.yaml"), "quality: [").unwrap();
     let issues = PolicySet::load_dir(dir.path(), &catalogue(), None).unwrap_err();
-    let files: BTreeSet<_> = issues.iter().map(|i| Path::new(&i.file).file_name().unwrap().to_owned()).collect();
+    let files: BTreeSet<_> = issues
+        .iter()
+        .map(|i| Path::new(&i.file).file_name().unwrap().to_owned())
+        .collect();
     assert_eq!(files.len(), 2, "{issues:?}");
 }
 
@@ -217,15 +228,27 @@ fn store_swaps_atomically_and_keeps_the_old_set_on_reject() {
     let store = Policies::new(Policy::default());
     assert_eq!(store.status().generation, 1);
     let mut set = PolicySet::default();
-    let mut eng = Policy::default();
-    eng.name = "eng".into();
-    eng.dial = Some(Dial::Quality);
+    let eng = Policy {
+        name: "eng".into(),
+        dial: Some(Dial::Quality),
+        ..Policy::default()
+    };
     set.teams.insert("eng".into(), Arc::new(eng));
     store.replace(set);
     assert_eq!(store.for_team("eng").dial, Some(Dial::Quality));
     assert_eq!(store.status().generation, 2);
-    store.reject(vec![PolicyIssue { file: "x".into(), path: "y".into(), line: None, message: "bad".into(), hint: None }]);
-    assert_eq!(store.for_team("eng").dial, Some(Dial::Quality), "old set still live");
+    store.reject(vec![PolicyIssue {
+        file: "x".into(),
+        path: "y".into(),
+        line: None,
+        message: "bad".into(),
+        hint: None,
+    }]);
+    assert_eq!(
+        store.for_team("eng").dial,
+        Some(Dial::Quality),
+        "old set still live"
+    );
     assert_eq!(store.status().generation, 2);
     assert!(store.status().last_error.is_some());
 }

@@ -54,7 +54,11 @@ pub struct Signal {
 
 impl Signal {
     pub fn new(difficulty: f32, task: Option<String>) -> Self {
-        Signal { difficulty, task, embedding: None }
+        Signal {
+            difficulty,
+            task,
+            embedding: None,
+        }
     }
 }
 
@@ -83,24 +87,45 @@ pub enum RejectReason {
     /// The team's allow/deny lists exclude it.
     NotAllowed,
     /// A data rule keeps this request off it.
-    DataRule { rule: String },
+    DataRule {
+        rule: String,
+    },
     /// The policy does not route to local models.
     LocalDisabled,
     /// An embedding model for a chat request, or the reverse.
     WrongKind,
     /// Not served by the provider kind this endpoint needs.
-    WrongProvider { provider: &'static str },
-    MissingCapability { capability: &'static str },
-    ContextTooSmall { needed: u64, window: u32 },
-    OutputTooLong { requested: u64, max: u32 },
-    BelowQualityFloor { quality: f64, floor: f64 },
+    WrongProvider {
+        provider: &'static str,
+    },
+    MissingCapability {
+        capability: &'static str,
+    },
+    ContextTooSmall {
+        needed: u64,
+        window: u32,
+    },
+    OutputTooLong {
+        requested: u64,
+        max: u32,
+    },
+    BelowQualityFloor {
+        quality: f64,
+        floor: f64,
+    },
     /// Every deployment is failing or lacks credentials.
     Unhealthy,
     /// A local model that is not loaded and would take too long to load.
-    ColdTooSlow { wait_ms: u64, max_ms: u64 },
+    ColdTooSlow {
+        wait_ms: u64,
+        max_ms: u64,
+    },
     /// Loading it would evict a model loaded moments ago on the same GPU.
     WouldThrash,
-    OverCostCap { expected: Decimal, cap: Decimal },
+    OverCostCap {
+        expected: Decimal,
+        cap: Decimal,
+    },
 }
 
 impl std::fmt::Display for RejectReason {
@@ -112,15 +137,28 @@ impl std::fmt::Display for RejectReason {
             RejectReason::WrongKind => write!(f, "wrong kind of model for this endpoint"),
             RejectReason::WrongProvider { provider } => write!(f, "not served by a {provider} deployment"),
             RejectReason::MissingCapability { capability } => write!(f, "lacks {capability}"),
-            RejectReason::ContextTooSmall { needed, window } => write!(f, "needs {needed} tokens of context, has {window}"),
-            RejectReason::OutputTooLong { requested, max } => write!(f, "max_tokens {requested} above its limit {max}"),
-            RejectReason::BelowQualityFloor { quality, floor } => write!(f, "quality {quality:.2} below floor {floor:.2}"),
+            RejectReason::ContextTooSmall { needed, window } => {
+                write!(f, "needs {needed} tokens of context, has {window}")
+            }
+            RejectReason::OutputTooLong { requested, max } => {
+                write!(f, "max_tokens {requested} above its limit {max}")
+            }
+            RejectReason::BelowQualityFloor { quality, floor } => {
+                write!(f, "quality {quality:.2} below floor {floor:.2}")
+            }
             RejectReason::Unhealthy => write!(f, "no healthy deployment"),
             RejectReason::ColdTooSlow { wait_ms, max_ms } => {
-                write!(f, "not loaded; load takes ~{}s, max_swap_wait {}s", wait_ms / 1000, max_ms / 1000)
+                write!(
+                    f,
+                    "not loaded; load takes ~{}s, max_swap_wait {}s",
+                    wait_ms / 1000,
+                    max_ms / 1000
+                )
             }
             RejectReason::WouldThrash => write!(f, "not loaded and its GPU swapped models moments ago"),
-            RejectReason::OverCostCap { expected, cap } => write!(f, "expected ${expected:.6} above cap ${cap}"),
+            RejectReason::OverCostCap { expected, cap } => {
+                write!(f, "expected ${expected:.6} above cap ${cap}")
+            }
         }
     }
 }
@@ -209,9 +247,13 @@ impl From<RouteError> for crate::error::Error {
         use crate::error::{Error, ErrorKind};
         match e {
             RouteError::UnknownModel(m) => Error::model_not_found(&m),
-            RouteError::Denied(m) => Error::new(ErrorKind::Forbidden, m).with_param("model").with_code("model_not_allowed"),
+            RouteError::Denied(m) => Error::new(ErrorKind::Forbidden, m)
+                .with_param("model")
+                .with_code("model_not_allowed"),
             RouteError::NoCandidate(m) => Error::invalid_request(m).with_code("no_qualifying_model"),
-            RouteError::Unavailable(m) => Error::new(ErrorKind::Unavailable, m).with_code("no_model_available"),
+            RouteError::Unavailable(m) => {
+                Error::new(ErrorKind::Unavailable, m).with_code("no_model_available")
+            }
         }
     }
 }
@@ -224,7 +266,14 @@ pub fn decide(
     facts: &RequestFacts,
     signal: Option<&Signal>,
 ) -> Result<Decision, RouteError> {
-    decide_with(policy, catalogue, requested, facts, signal, &Conditions::default())
+    decide_with(
+        policy,
+        catalogue,
+        requested,
+        facts,
+        signal,
+        &Conditions::default(),
+    )
 }
 
 /// A model that passed every check but quality and cost, with what they cost.
@@ -261,7 +310,10 @@ pub fn decide_with(
     if let Some(rule) = data_rule {
         match &rule.action {
             DataAction::Block => {
-                return Err(RouteError::Denied(format!("This request is blocked by the `{}` data rule of your team's policy.", rule.name)));
+                return Err(RouteError::Denied(format!(
+                    "This request is blocked by the `{}` data rule of your team's policy.",
+                    rule.name
+                )));
             }
             DataAction::LocalOnly => restriction = Restriction::LocalOnly(&rule.name),
             DataAction::AllowOnly(models) => restriction = Restriction::AllowOnly(&rule.name, models),
@@ -270,7 +322,9 @@ pub fn decide_with(
     let downgrade = if facts.budget_exhausted {
         match policy.budgets.on_exhausted {
             OnExhausted::Block => {
-                return Err(RouteError::Denied("The budget is exhausted and the policy blocks further requests.".to_owned()));
+                return Err(RouteError::Denied(
+                    "The budget is exhausted and the policy blocks further requests.".to_owned(),
+                ));
             }
             OnExhausted::DowngradeLocal => {
                 if matches!(restriction, Restriction::None) {
@@ -283,13 +337,19 @@ pub fn decide_with(
     } else {
         false
     };
-    let expected_output_tokens =
-        facts.max_tokens.map_or(policy.expected_output_tokens, |m| m.min(policy.expected_output_tokens)).max(1);
+    let expected_output_tokens = facts
+        .max_tokens
+        .map_or(policy.expected_output_tokens, |m| {
+            m.min(policy.expected_output_tokens)
+        })
+        .max(1);
 
     let auto = policy.is_auto(requested);
     let mut named_baseline = None;
     if !auto {
-        let model = catalogue.get(requested).ok_or_else(|| RouteError::UnknownModel(requested.to_owned()))?;
+        let model = catalogue
+            .get(requested)
+            .ok_or_else(|| RouteError::UnknownModel(requested.to_owned()))?;
         match policy.named_models {
             NamedModels::Deny => {
                 return Err(RouteError::Denied(format!(
@@ -299,7 +359,10 @@ pub fn decide_with(
             }
             NamedModels::Honour => {
                 if !policy.allows(&model.name) {
-                    return Err(RouteError::Denied(format!("The model `{}` is not allowed by your team's policy.", model.name)));
+                    return Err(RouteError::Denied(format!(
+                        "The model `{}` is not allowed by your team's policy.",
+                        model.name
+                    )));
                 }
                 let restricted = match &restriction {
                     Restriction::None => false,
@@ -309,7 +372,14 @@ pub fn decide_with(
                 // A named model that a data rule or a budget downgrade excludes is routed instead of refused:
                 // the caller still gets an answer, from a model the rule allows, and the headers say so.
                 if !restricted {
-                    return honour(policy, model, facts, expected_output_tokens, conditions, data_rule.map(|r| r.name.clone()));
+                    return honour(
+                        policy,
+                        model,
+                        facts,
+                        expected_output_tokens,
+                        conditions,
+                        data_rule.map(|r| r.name.clone()),
+                    );
                 }
             }
             NamedModels::Route => {}
@@ -318,7 +388,13 @@ pub fn decide_with(
     }
 
     // Routing.
-    let difficulty = signal.map(|s| if s.difficulty.is_nan() { 1.0 } else { s.difficulty.clamp(0.0, 1.0) });
+    let difficulty = signal.map(|s| {
+        if s.difficulty.is_nan() {
+            1.0
+        } else {
+            s.difficulty.clamp(0.0, 1.0)
+        }
+    });
     let task = signal.and_then(|s| s.task.clone());
     let task_rule = task.as_deref().and_then(|t| policy.tasks.get(t));
     let matched_route = signal.and_then(|s| s.embedding.as_deref()).and_then(|e| {
@@ -350,7 +426,10 @@ pub fn decide_with(
     let mut rejected = Vec::new();
     let mut eligible: Vec<Eligible> = Vec::new();
     for model in &catalogue.models {
-        let reject = |reason| Rejection { model: model.name.clone(), reason };
+        let reject = |reason| Rejection {
+            model: model.name.clone(),
+            reason,
+        };
         if model.has(Capability::Embeddings) != wants_embeddings {
             continue;
         }
@@ -360,11 +439,15 @@ pub fn decide_with(
         }
         match &restriction {
             Restriction::LocalOnly(rule) if !model.local => {
-                rejected.push(reject(RejectReason::DataRule { rule: (*rule).to_owned() }));
+                rejected.push(reject(RejectReason::DataRule {
+                    rule: (*rule).to_owned(),
+                }));
                 continue;
             }
             Restriction::AllowOnly(rule, list) if !list.contains(&model.name) => {
-                rejected.push(reject(RejectReason::DataRule { rule: (*rule).to_owned() }));
+                rejected.push(reject(RejectReason::DataRule {
+                    rule: (*rule).to_owned(),
+                }));
                 continue;
             }
             _ => {}
@@ -380,7 +463,9 @@ pub fn decide_with(
         if let Some(kind) = facts.provider
             && !model.deployments.iter().any(|d| d.kind == kind)
         {
-            rejected.push(reject(RejectReason::WrongProvider { provider: kind.as_str() }));
+            rejected.push(reject(RejectReason::WrongProvider {
+                provider: kind.as_str(),
+            }));
             continue;
         }
         let (deployments, cold, reason) = usable_deployments(model, policy, facts, conditions);
@@ -391,7 +476,11 @@ pub fn decide_with(
         eligible.push(Eligible {
             model,
             deployments,
-            expected_cost: crate::cost::max_cost(facts.estimated_input_tokens, expected_output_tokens, &model.price),
+            expected_cost: crate::cost::max_cost(
+                facts.estimated_input_tokens,
+                expected_output_tokens,
+                &model.price,
+            ),
             latency: model.latency.unwrap_or(DEFAULT_LATENCY) + cold.unwrap_or_default(),
             cold,
         });
@@ -408,41 +497,65 @@ pub fn decide_with(
     let under_cap = |e: &Eligible| cap.is_none_or(|c| e.expected_cost <= c);
     let meets_floor = |e: &Eligible| e.model.quality >= floor;
 
-    let qualifying: Vec<&Eligible> = eligible.iter().filter(|e| meets_floor(e) && under_cap(e)).collect();
+    let qualifying: Vec<&Eligible> = eligible
+        .iter()
+        .filter(|e| meets_floor(e) && under_cap(e))
+        .collect();
     let baseline = named_baseline.or_else(|| baseline_model(policy, catalogue));
 
     let (chosen, reason): (&Eligible, &'static str) = if qualifying.is_empty() {
         // Nothing meets both the floor and the cap: the cap wins (it is the admin's hard limit on money) and
         // the best model under it is used; the decision says so.
-        let best = eligible
-            .iter()
-            .filter(|e| under_cap(e))
-            .max_by(|a, b| a.model.quality.total_cmp(&b.model.quality).then(b.expected_cost.cmp(&a.expected_cost)).then(b.model.name.cmp(&a.model.name)));
+        let best = eligible.iter().filter(|e| under_cap(e)).max_by(|a, b| {
+            a.model
+                .quality
+                .total_cmp(&b.model.quality)
+                .then(b.expected_cost.cmp(&a.expected_cost))
+                .then(b.model.name.cmp(&a.model.name))
+        });
         let Some(best) = best else {
             for e in &eligible {
                 if let Some(c) = cap {
-                    rejected.push(Rejection { model: e.model.name.clone(), reason: RejectReason::OverCostCap { expected: e.expected_cost, cap: c } });
+                    rejected.push(Rejection {
+                        model: e.model.name.clone(),
+                        reason: RejectReason::OverCostCap {
+                            expected: e.expected_cost,
+                            cap: c,
+                        },
+                    });
                 }
             }
             let summary = summarise(&rejected);
             let availability = |r: &Rejection| {
-                matches!(r.reason, RejectReason::Unhealthy | RejectReason::ColdTooSlow { .. } | RejectReason::WouldThrash)
+                matches!(
+                    r.reason,
+                    RejectReason::Unhealthy | RejectReason::ColdTooSlow { .. } | RejectReason::WouldThrash
+                )
             };
             return Err(if eligible.is_empty() && rejected.iter().any(availability) {
                 RouteError::Unavailable(format!("No model is available right now: {summary}"))
             } else {
-                RouteError::NoCandidate(format!("No model can serve this request under your team's policy: {summary}"))
+                RouteError::NoCandidate(format!(
+                    "No model can serve this request under your team's policy: {summary}"
+                ))
             });
         };
         let capped = eligible.iter().any(|e| meets_floor(e) && !under_cap(e));
         (best, if capped { "cost_capped" } else { "best_available" })
     } else {
         let find = |name: &str| qualifying.iter().copied().find(|e| e.model.name == name);
-        let sticky = conditions.sticky_model.as_deref().filter(|_| policy.stickiness.enabled).and_then(find);
+        let sticky = conditions
+            .sticky_model
+            .as_deref()
+            .filter(|_| policy.stickiness.enabled)
+            .and_then(find);
         let route_pick = matched_route.and_then(|r| r.prefer.iter().find_map(|n| find(n)));
         let task_pick = task_rule.and_then(|t| t.prefer.iter().find_map(|n| find(n)));
-        let unclassified_pick =
-            if signal.is_none() { policy.unclassified.model.as_deref().and_then(find) } else { None };
+        let unclassified_pick = if signal.is_none() {
+            policy.unclassified.model.as_deref().and_then(find)
+        } else {
+            None
+        };
         if let Some(e) = sticky {
             (e, "sticky")
         } else if let Some(e) = route_pick {
@@ -452,7 +565,14 @@ pub fn decide_with(
         } else if let Some(e) = unclassified_pick {
             (e, "classifier_unavailable")
         } else {
-            (qualifying[0], if signal.is_none() { "classifier_unavailable" } else { "cheapest_qualifying" })
+            (
+                qualifying[0],
+                if signal.is_none() {
+                    "classifier_unavailable"
+                } else {
+                    "cheapest_qualifying"
+                },
+            )
         }
     };
     // Restrictions explain the outcome better than the ranking inside them; the detail keeps both.
@@ -470,23 +590,46 @@ pub fn decide_with(
             continue;
         }
         let why = match cap {
-            Some(c) if meets_floor(e) => RejectReason::OverCostCap { expected: e.expected_cost, cap: c },
-            _ => RejectReason::BelowQualityFloor { quality: e.model.quality, floor },
+            Some(c) if meets_floor(e) => RejectReason::OverCostCap {
+                expected: e.expected_cost,
+                cap: c,
+            },
+            _ => RejectReason::BelowQualityFloor {
+                quality: e.model.quality,
+                floor,
+            },
         };
-        rejected.push(Rejection { model: e.model.name.clone(), reason: why });
+        rejected.push(Rejection {
+            model: e.model.name.clone(),
+            reason: why,
+        });
     }
     let mut targets: Vec<Target> = targets_of(chosen.model, &chosen.deployments).collect();
-    for e in qualifying.iter().filter(|e| !std::ptr::eq(**e, chosen)).take(MAX_FALLBACK_MODELS) {
+    for e in qualifying
+        .iter()
+        .filter(|e| !std::ptr::eq(**e, chosen))
+        .take(MAX_FALLBACK_MODELS)
+    {
         targets.extend(targets_of(e.model, &e.deployments));
     }
     let detail = format!(
         "{requested}->{}: {}{}{}; floor {floor:.2}{}{}; ~${:.5}",
         chosen.model.name,
         reason.replace('_', " "),
-        if ranking == reason { String::new() } else { format!(", {}", ranking.replace('_', " ")) },
-        matched_route.map(|r| format!(" {}", ascii(&r.name))).unwrap_or_default(),
-        difficulty.map(|d| format!(", difficulty {d:.2}")).unwrap_or_else(|| format!(", difficulty assumed {assumed:.2}")),
-        task.as_deref().map(|t| format!(", task {}", ascii(t))).unwrap_or_default(),
+        if ranking == reason {
+            String::new()
+        } else {
+            format!(", {}", ranking.replace('_', " "))
+        },
+        matched_route
+            .map(|r| format!(" {}", ascii(&r.name)))
+            .unwrap_or_default(),
+        difficulty
+            .map(|d| format!(", difficulty {d:.2}"))
+            .unwrap_or_else(|| format!(", difficulty assumed {assumed:.2}")),
+        task.as_deref()
+            .map(|t| format!(", task {}", ascii(t)))
+            .unwrap_or_default(),
         chosen.expected_cost,
     );
     Ok(Decision {
@@ -515,7 +658,8 @@ fn honour(
     conditions: &Conditions,
     data_rule: Option<String>,
 ) -> Result<Decision, RouteError> {
-    let expected_cost = crate::cost::max_cost(facts.estimated_input_tokens, expected_output_tokens, &model.price);
+    let expected_cost =
+        crate::cost::max_cost(facts.estimated_input_tokens, expected_output_tokens, &model.price);
     if let Some(cap) = policy.max_cost_per_request
         && expected_cost > cap
     {
@@ -528,13 +672,20 @@ fn honour(
     if let Some(kind) = facts.provider
         && !model.deployments.iter().any(|d| d.kind == kind)
     {
-        return Err(RouteError::NoCandidate(format!("The model `{}` is not served by a {} deployment, which this endpoint requires.", model.name, kind.as_str())));
+        return Err(RouteError::NoCandidate(format!(
+            "The model `{}` is not served by a {} deployment, which this endpoint requires.",
+            model.name,
+            kind.as_str()
+        )));
     }
     let (deployments, cold, reason) = usable_deployments(model, policy, facts, conditions);
     // A named model whose deployments are all failing is still tried (healthy ones first): the caller asked for
     // this model, and a circuit that is open now may close; refusing outright would be worse.
     let deployments = if deployments.is_empty() {
-        if matches!(reason, Some(RejectReason::ColdTooSlow { .. } | RejectReason::WouldThrash)) {
+        if matches!(
+            reason,
+            Some(RejectReason::ColdTooSlow { .. } | RejectReason::WouldThrash)
+        ) {
             // A cold local model the caller named: they accept the wait.
             model.deployments.clone()
         } else {
@@ -545,7 +696,10 @@ fn honour(
                 .cloned()
                 .collect();
             if all.is_empty() {
-                return Err(RouteError::Unavailable(format!("The model `{}` has no deployment with credentials configured.", model.name)));
+                return Err(RouteError::Unavailable(format!(
+                    "The model `{}` has no deployment with credentials configured.",
+                    model.name
+                )));
             }
             all
         }
@@ -572,8 +726,14 @@ fn honour(
 
 /// Capability and size checks; `None` when the model fits the request.
 fn fit(model: &Model, facts: &RequestFacts, expected_output_tokens: u64) -> Option<RejectReason> {
-    if let Some(c) = facts.needs.iter().find(|c| **c != Capability::Embeddings && !model.has(**c)) {
-        return Some(RejectReason::MissingCapability { capability: c.as_str() });
+    if let Some(c) = facts
+        .needs
+        .iter()
+        .find(|c| **c != Capability::Embeddings && !model.has(**c))
+    {
+        return Some(RejectReason::MissingCapability {
+            capability: c.as_str(),
+        });
     }
     let output = facts.max_tokens.unwrap_or(expected_output_tokens);
     if let (Some(requested), Some(max)) = (facts.max_tokens, model.max_output_tokens)
@@ -583,7 +743,10 @@ fn fit(model: &Model, facts: &RequestFacts, expected_output_tokens: u64) -> Opti
     }
     let needed = facts.estimated_input_tokens.saturating_add(output);
     if needed > u64::from(model.context_window) {
-        return Some(RejectReason::ContextTooSmall { needed, window: model.context_window });
+        return Some(RejectReason::ContextTooSmall {
+            needed,
+            window: model.context_window,
+        });
     }
     None
 }
@@ -610,7 +773,10 @@ fn usable_deployments(
             ready.push(d.clone());
             continue;
         }
-        match conditions.local.readiness(&d.name, &model.upstream_model, model.load_time) {
+        match conditions
+            .local
+            .readiness(&d.name, &model.upstream_model, model.load_time)
+        {
             Readiness::Ready => ready.push(d.clone()),
             Readiness::Unreachable => {}
             Readiness::Cold { wait, thrash } => {
@@ -638,8 +804,14 @@ fn usable_deployments(
     (cold.into_iter().map(|(_, d)| d).collect(), wait, reason)
 }
 
-fn targets_of<'a>(model: &'a Arc<Model>, deployments: &'a [Arc<Deployment>]) -> impl Iterator<Item = Target> + 'a {
-    deployments.iter().map(|d| Target { model: model.clone(), deployment: d.clone() })
+fn targets_of<'a>(
+    model: &'a Arc<Model>,
+    deployments: &'a [Arc<Deployment>],
+) -> impl Iterator<Item = Target> + 'a {
+    deployments.iter().map(|d| Target {
+        model: model.clone(),
+        deployment: d.clone(),
+    })
 }
 
 /// The team's baseline: the configured model, else the best non-local model the team may use.
@@ -649,22 +821,37 @@ pub fn baseline_model(policy: &Policy, catalogue: &Catalogue) -> Option<Arc<Mode
     }
     let chat = |m: &&Arc<Model>| !m.local && !m.has(Capability::Embeddings);
     let best = |it: &mut dyn Iterator<Item = &Arc<Model>>| {
-        it.max_by(|a, b| a.quality.total_cmp(&b.quality).then(b.name.cmp(&a.name))).cloned()
+        it.max_by(|a, b| a.quality.total_cmp(&b.quality).then(b.name.cmp(&a.name)))
+            .cloned()
     };
-    best(&mut catalogue.models.iter().filter(chat).filter(|m| policy.allows(&m.name)))
-        .or_else(|| best(&mut catalogue.models.iter().filter(chat)))
+    best(
+        &mut catalogue
+            .models
+            .iter()
+            .filter(chat)
+            .filter(|m| policy.allows(&m.name)),
+    )
+    .or_else(|| best(&mut catalogue.models.iter().filter(chat)))
 }
 
 fn summarise(rejected: &[Rejection]) -> String {
     if rejected.is_empty() {
         return "the catalogue has no model of this kind".to_owned();
     }
-    rejected.iter().take(6).map(|r| format!("{} ({})", r.model, r.reason)).collect::<Vec<_>>().join("; ")
+    rejected
+        .iter()
+        .take(6)
+        .map(|r| format!("{} ({})", r.model, r.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Header-safe: policy-defined names end up in `x-switchyard-route`.
 fn ascii(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(40).collect()
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(40)
+        .collect()
 }
 
 #[cfg(test)]

@@ -60,9 +60,16 @@ pub fn decision_text(d: &Decision) -> String {
         out.push_str(&format!("task:       {t}\n"));
     }
     if let Some(f) = d.quality_floor {
-        out.push_str(&format!("floor:      {f:.3} (model quality {:.3})\n", chosen.map_or(0.0, |t| t.model.quality)));
+        out.push_str(&format!(
+            "floor:      {f:.3} (model quality {:.3})\n",
+            chosen.map_or(0.0, |t| t.model.quality)
+        ));
     }
-    out.push_str(&format!("expected:   ${} for ~{} output tokens\n", d.expected_cost.round_dp(6).normalize(), d.expected_output_tokens));
+    out.push_str(&format!(
+        "expected:   ${} for ~{} output tokens\n",
+        d.expected_cost.round_dp(6).normalize(),
+        d.expected_output_tokens
+    ));
     if let Some(b) = &d.baseline {
         out.push_str(&format!("baseline:   {}\n", b.name));
     }
@@ -75,7 +82,12 @@ pub fn decision_text(d: &Decision) -> String {
     if let Some(c) = d.cold_start {
         out.push_str(&format!("cold start: ~{}s to load\n", c.as_secs()));
     }
-    let fallbacks: Vec<String> = d.targets.iter().skip(1).map(|t| format!("{}@{}", t.model.name, t.deployment.name)).collect();
+    let fallbacks: Vec<String> = d
+        .targets
+        .iter()
+        .skip(1)
+        .map(|t| format!("{}@{}", t.model.name, t.deployment.name))
+        .collect();
     if !fallbacks.is_empty() {
         out.push_str(&format!("fallbacks:  {}\n", fallbacks.join(", ")));
     }

@@ -27,7 +27,10 @@ impl StickyStore {
     pub fn new(capacity: u64) -> Self {
         // Per-entry expiry is checked on read (each policy has its own TTL); the idle bound only reclaims memory.
         StickyStore {
-            cache: moka::sync::Cache::builder().max_capacity(capacity).time_to_idle(Duration::from_secs(24 * 3600)).build(),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_idle(Duration::from_secs(24 * 3600))
+                .build(),
         }
     }
 
@@ -45,14 +48,22 @@ impl StickyStore {
     }
 
     pub fn put_at(&self, team: &str, conversation: &str, model: &str, ttl: Duration, now: Instant) {
-        self.cache.insert((team.to_owned(), conversation.to_owned()), (model.to_owned(), now, ttl));
+        self.cache.insert(
+            (team.to_owned(), conversation.to_owned()),
+            (model.to_owned(), now, ttl),
+        );
     }
 }
 
 /// The conversation a request belongs to: the caller's explicit id (header `x-switchyard-conversation`) when
 /// given, else a hash of what stays fixed across a chat's turns — the system prompt and the first user message.
 /// `None` for a single-turn request without an id (there is nothing to keep warm).
-pub fn conversation_key(explicit: Option<&str>, system: Option<&str>, first_user: Option<&str>, turns: usize) -> Option<String> {
+pub fn conversation_key(
+    explicit: Option<&str>,
+    system: Option<&str>,
+    first_user: Option<&str>,
+    turns: usize,
+) -> Option<String> {
     if let Some(id) = explicit.filter(|s| !s.is_empty()) {
         return Some(format!("id:{}", id.chars().take(128).collect::<String>()));
     }
@@ -75,14 +86,24 @@ mod tests {
         let store = StickyStore::new(10);
         let t0 = Instant::now();
         store.put_at("eng", "c1", "gpt-5-mini", Duration::from_secs(60), t0);
-        assert_eq!(store.get_at("eng", "c1", t0 + Duration::from_secs(30)).as_deref(), Some("gpt-5-mini"));
+        assert_eq!(
+            store.get_at("eng", "c1", t0 + Duration::from_secs(30)).as_deref(),
+            Some("gpt-5-mini")
+        );
         assert_eq!(store.get_at("eng", "c1", t0 + Duration::from_secs(61)), None);
-        assert_eq!(store.get_at("mkt", "c1", t0), None, "teams do not share conversations");
+        assert_eq!(
+            store.get_at("mkt", "c1", t0),
+            None,
+            "teams do not share conversations"
+        );
     }
 
     #[test]
     fn conversation_keys() {
-        assert_eq!(conversation_key(Some("abc"), None, None, 1).as_deref(), Some("id:abc"));
+        assert_eq!(
+            conversation_key(Some("abc"), None, None, 1).as_deref(),
+            Some("id:abc")
+        );
         assert_eq!(conversation_key(None, Some("sys"), Some("hi"), 1), None);
         let a = conversation_key(None, Some("sys"), Some("hi"), 3);
         assert_eq!(a, conversation_key(None, Some("sys"), Some("hi"), 5));
