@@ -424,25 +424,29 @@ fn parse_row(v: &Value) -> Option<Row> {
     })
 }
 
-#[derive(Default, serde::Serialize)]
-struct ModelLine {
-    requests: u64,
-    spend: Decimal,
+#[derive(Debug, Default)]
+pub struct ModelLine {
+    pub requests: u64,
+    pub spend: Decimal,
 }
 
-#[derive(Default, serde::Serialize)]
-struct ReplayReport {
-    requests: u64,
-    unparseable: u64,
-    refused: BTreeMap<&'static str, u64>,
-    projected_spend: Decimal,
-    baseline_spend: Decimal,
+/// What `replay` found.
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    pub requests: u64,
+    pub unparseable: u64,
+    /// Requests the policy would refuse, by kind (`denied`, `no_candidate`, `unknown_model`, `unavailable`).
+    pub refused: BTreeMap<&'static str, u64>,
+    pub projected_spend: Decimal,
+    /// The same requests on the team's baseline (premium) model.
+    pub baseline_spend: Decimal,
     /// What the same requests cost on the models that served them (or that they named).
-    original_spend: Decimal,
-    changed_model: u64,
-    heuristic_difficulty: u64,
-    model_mix: BTreeMap<String, ModelLine>,
-    reasons: BTreeMap<&'static str, u64>,
+    pub original_spend: Decimal,
+    pub changed_model: u64,
+    /// Requests scored by the heuristic because neither the row nor a classifier gave a difficulty.
+    pub heuristic_difficulty: u64,
+    pub model_mix: BTreeMap<String, ModelLine>,
+    pub reasons: BTreeMap<&'static str, u64>,
 }
 
 /// Replays a request log through a team's policy without calling any upstream and reports projected spend
@@ -476,7 +480,8 @@ pub fn replay(
 
 const CHUNK: usize = 64;
 
-fn replay_lines(
+/// Replays JSONL lines through `team`'s policy in `set`. Pure apart from reading `input` and the classifier.
+pub fn replay_lines(
     set: &PolicySet,
     catalogue: &Catalogue,
     team: &str,
@@ -622,7 +627,7 @@ fn pct_saved(spend: Decimal, against: Decimal) -> Option<Decimal> {
     (against > Decimal::ZERO).then(|| ((against - spend) / against * Decimal::ONE_HUNDRED).round_dp(1))
 }
 
-fn replay_json(r: &ReplayReport) -> Value {
+pub fn replay_json(r: &ReplayReport) -> Value {
     json!({
         "requests": r.requests,
         "unparseable": r.unparseable,
@@ -639,7 +644,7 @@ fn replay_json(r: &ReplayReport) -> Value {
     })
 }
 
-fn replay_text(team: &str, r: &ReplayReport) -> String {
+pub fn replay_text(team: &str, r: &ReplayReport) -> String {
     let mut s = String::new();
     let usd = |d: Decimal| format!("${}", d.round_dp(4));
     let pct = |p: Option<Decimal>| p.map_or_else(|| "-".to_owned(), |p| format!("{p}%"));

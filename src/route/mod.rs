@@ -73,6 +73,46 @@ pub struct Conditions {
     pub sticky_model: Option<String>,
 }
 
+/// The header carrying data tags, comma-separated (`x-switchyard-tags: confidential, pii`).
+pub const TAGS_HEADER: &str = "x-switchyard-tags";
+
+/// Data tags of a request: the `x-switchyard-tags` header plus the body's `metadata.tags` (a list or a
+/// comma-separated string) and `metadata.confidential: true`. Lower-cased, trimmed, at most 16.
+pub fn request_tags(
+    headers: &http::HeaderMap,
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> BTreeSet<String> {
+    use serde_json::Value;
+    let mut tags = BTreeSet::new();
+    let mut add = |s: &str| {
+        for t in s.split(',') {
+            let t = t.trim().to_ascii_lowercase();
+            if !t.is_empty() && t.len() <= 64 && tags.len() < 16 {
+                tags.insert(t);
+            }
+        }
+    };
+    for v in headers.get_all(TAGS_HEADER) {
+        if let Ok(s) = v.to_str() {
+            add(s);
+        }
+    }
+    if let Some(meta) = body.get("metadata").and_then(Value::as_object) {
+        match meta.get("tags") {
+            Some(Value::String(s)) => add(s),
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).for_each(&mut add),
+            _ => {}
+        }
+        if meta
+            .get("confidential")
+            .is_some_and(|v| v == &Value::Bool(true) || v == "true")
+        {
+            add("confidential");
+        }
+    }
+    tags
+}
+
 /// One model on one deployment.
 #[derive(Debug, Clone)]
 pub struct Target {

@@ -760,3 +760,20 @@ models:
         Err(RouteError::NoCandidate(_))
     ));
 }
+
+#[test]
+fn tags_come_from_the_header_and_metadata() {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(TAGS_HEADER, http::HeaderValue::from_static("Confidential, pii"));
+    let body: serde_json::Value =
+        serde_json::json!({ "metadata": { "tags": ["legal"], "confidential": "true" } });
+    let tags = request_tags(&headers, body.as_object().unwrap());
+    assert_eq!(
+        tags,
+        ["confidential", "legal", "pii"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    assert!(request_tags(&http::HeaderMap::new(), &serde_json::Map::new()).is_empty());
+}
