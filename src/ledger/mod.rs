@@ -65,4 +65,20 @@ pub struct LedgerEntry {
     pub ttft_ms: Option<u32>,
     pub status: Status,
     pub http_status: u16,
+    /// Time spent inside Switchyard itself (everything but waiting for the upstream).
+    pub overhead_us: u64,
+}
+
+/// Hands finished requests' rows to the writer (placeholder until the writer lands: rows are only logged).
+#[derive(Clone, Default)]
+pub struct Ledger {}
+
+impl Ledger {
+    /// Never blocks and never fails the request.
+    pub fn record(&self, entry: LedgerEntry) {
+        tracing::debug!(request_id = %entry.request_id, cost = %entry.cost, "ledger row");
+    }
+
+    /// Writes everything still queued (graceful shutdown).
+    pub async fn drain(&self) {}
 }
