@@ -126,6 +126,9 @@ fn facts_of(endpoint: Endpoint, body: &Map<String, Value>, raw_len: usize) -> Re
         max_tokens,
         needs,
         stream: body.get("stream").and_then(Value::as_bool) == Some(true),
+        // Only Anthropic deployments speak the Messages API: routing then picks among models they serve.
+        provider: (endpoint == Endpoint::Messages).then_some(ProviderKind::Anthropic),
+        ..RequestFacts::default()
     }
 }
 
@@ -136,6 +139,7 @@ fn route_error(e: RouteError) -> Error {
         RouteError::NoCandidate(why) => Error::invalid_request(format!("No model can serve this request: {why}"))
             .with_param("model")
             .with_code("no_eligible_model"),
+        RouteError::Unavailable(why) => Error::new(ErrorKind::Unavailable, why).with_code("no_model_available"),
     }
 }
 

@@ -1,13 +1,16 @@
 //! Admin HTTP handlers for policies: status (with the last rejected reload) and a routing dry run.
-//! Mounted by the server under `/admin/…` behind the admin key. They take [`PolicyAdmin`] as state; the app
-//! state provides it through `axum::extract::FromRef`, so these handlers see only what they need.
+//! [`routes`] is merged into the `/admin` router behind the admin key: `GET /admin/policies`,
+//! `POST /admin/route`. The handlers take [`PolicyAdmin`] as state, which the app state provides through
+//! `axum::extract::FromRef`, so they see only what they need.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -28,6 +31,30 @@ pub struct PolicyAdmin {
     pub catalogue: Arc<Catalogue>,
     pub local: LocalModels,
     pub classifier: Option<Arc<dyn DryRunClassifier>>,
+}
+
+impl FromRef<crate::state::AppState> for PolicyAdmin {
+    fn from_ref(state: &crate::state::AppState) -> Self {
+        PolicyAdmin {
+            policies: state.policies.clone(),
+            catalogue: state.catalogue.clone(),
+            // Until the app state carries the live local-model state and the classifier, the dry run assumes
+            // every local model is loaded and needs `difficulty` in the request.
+            local: LocalModels::default(),
+            classifier: None,
+        }
+    }
+}
+
+/// The policy admin routes, to merge into the `/admin` router (which applies the admin-key check).
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PolicyAdmin: FromRef<S>,
+{
+    Router::new()
+        .route("/policies", get(status))
+        .route("/route", post(dry_run))
 }
 
 /// `GET /admin/policies`: generation, load time, teams, the last rejected reload, per-team summaries.
@@ -98,8 +125,14 @@ fn auto() -> String {
 /// `POST /admin/route`: what the live policy would do with this request, against live local-model state.
 pub async fn dry_run(
     State(admin): State<PolicyAdmin>,
-    Json(req): Json<DryRunRequest>,
-) -> (StatusCode, Json<Value>) {
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), crate::error::Error> {
+    // Parsed by hand so a bad body gets the same OpenAI-shaped error as every other endpoint.
+    let req: DryRunRequest = serde_json::from_slice(&body).map_err(|e| {
+        crate::error::Error::invalid_request(format!(
+            "Send a JSON object such as {{\"team\": \"engineering\", \"prompt\": \"...\"}} ({e})."
+        ))
+    })?;
     // The classifier is CPU work; keep it off the async workers.
     let classifier = admin.classifier.clone();
     let prompt = req.prompt.clone();
@@ -111,7 +144,7 @@ pub async fn dry_run(
         _ => None,
     };
     let (code, body) = dry_run_json(&admin, &req, classified);
-    (code, Json(body))
+    Ok((code, Json(body)))
 }
 
 pub fn dry_run_json(

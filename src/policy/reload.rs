@@ -93,3 +93,28 @@ pub fn spawn_watcher(
         }
     }))
 }
+
+/// Loads the policies at startup. A missing folder means the built-in default policy for every team (logged);
+/// a folder with an invalid file is an error listing every problem — the server refuses to start on a broken
+/// policy rather than run without the rules an admin wrote.
+pub fn load_initial(
+    dir: &std::path::Path,
+    catalogue: &Catalogue,
+    embedder: Option<&dyn Embedder>,
+) -> anyhow::Result<Policies> {
+    if !dir.exists() {
+        tracing::warn!(dir = %dir.display(), "policies folder not found; every team gets the built-in default policy");
+        return Ok(Policies::from_set(PolicySet::default()));
+    }
+    PolicySet::load_dir(dir, catalogue, embedder)
+        .map(Policies::from_set)
+        .map_err(|issues| {
+            let lines: Vec<String> = issues.iter().map(|i| format!("  {i}")).collect();
+            anyhow::anyhow!(
+                "{} problem(s) in the policies in {}:\n{}",
+                issues.len(),
+                dir.display(),
+                lines.join("\n")
+            )
+        })
+}
