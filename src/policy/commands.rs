@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -39,8 +38,9 @@ pub struct PolicyCheckArgs {
     pub format: OutputFormat,
 }
 
-/// Validates every policy file against the catalogue; exit status 1 on any problem (for a policy repo's CI).
-pub fn policy_check(config: &Config, args: &PolicyCheckArgs) -> anyhow::Result<ExitCode> {
+/// Validates every policy file against the catalogue. `Ok(false)` means problems were printed: exit non-zero
+/// (for a policy repo's CI).
+pub fn policy_check(config: &Config, args: &PolicyCheckArgs) -> anyhow::Result<bool> {
     let dir = args.dir.clone().unwrap_or_else(|| config.policies_dir.clone());
     let result = PolicySet::load_dir(&dir, &config.catalogue, None);
     let mut out = std::io::stdout().lock();
@@ -74,11 +74,7 @@ pub fn policy_check(config: &Config, args: &PolicyCheckArgs) -> anyhow::Result<E
             )?;
         }
     }
-    Ok(if result.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(result.is_ok())
 }
 
 fn summary(p: &super::Policy) -> String {
@@ -132,12 +128,12 @@ pub struct RouteArgs {
     pub format: OutputFormat,
 }
 
-/// Prints the full routing decision for one prompt. Exit status 1 when the request would be refused.
+/// Prints the full routing decision for one prompt. `Ok(false)` when the request would be refused.
 pub fn route(
     config: &Config,
     args: &RouteArgs,
     classifier: Option<&dyn SignalSource>,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<bool> {
     let set = load_set(
         config,
         args.policies.as_ref(),
@@ -193,11 +189,7 @@ pub fn route(
         (Err(e), OutputFormat::Text) => writeln!(out, "refused: {e}")?,
         (Err(e), OutputFormat::Json) => writeln!(out, "{}", route::report::error_json(e))?,
     }
-    Ok(if result.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(result.is_ok())
 }
 
 fn load_set(
@@ -455,7 +447,7 @@ pub fn replay(
     config: &Config,
     args: &ReplayArgs,
     classifier: Option<&dyn SignalSource>,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<bool> {
     let set = load_set(
         config,
         args.policies.as_ref(),
@@ -475,7 +467,7 @@ pub fn replay(
         OutputFormat::Json => writeln!(out, "{}", replay_json(&report))?,
         OutputFormat::Text => write!(out, "{}", replay_text(&args.team, &report))?,
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(true)
 }
 
 const CHUNK: usize = 64;
