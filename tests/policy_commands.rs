@@ -3,7 +3,7 @@
 #![expect(clippy::unwrap_used, reason = "test helpers: a panic is a failed test")]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use switchyard::config::Config;
 use switchyard::policy::commands::{
@@ -71,7 +71,7 @@ fn replay_runs_over_a_file() {
     let config = config();
     let args = ReplayArgs {
         team: "marketing".into(),
-        input: PathBuf::from(root().join("tests/fixtures/requests.jsonl")),
+        input: root().join("tests/fixtures/requests.jsonl"),
         policies: None,
         format: OutputFormat::Text,
     };
