@@ -248,6 +248,42 @@ impl LocalModels {
     }
 }
 
+/// What the pipeline calls around a request to a local model: [`LocalModels::before_send`] when it picks
+/// the target, [`LocalModels::after_first_token`] when the first byte or chunk arrives.
+impl LocalModels {
+    /// Marks a cold model as loading (so concurrent decisions see the GPU busy) and returns whether it was
+    /// cold; pass that to [`LocalModels::after_first_token`]. A no-op returning `false` for API deployments.
+    pub fn before_send(&self, deployment: &Deployment, model: &crate::config::Model) -> bool {
+        if deployment.local.is_none() {
+            return false;
+        }
+        let now = Instant::now();
+        let snapshot = self.snapshot_at(now);
+        match snapshot.readiness(&deployment.name, &model.upstream_model, model.load_time) {
+            Readiness::Cold { wait, .. } => {
+                self.dispatching(&deployment.name, &model.upstream_model, wait, now);
+                true
+            }
+            Readiness::Ready | Readiness::Unreachable => false,
+        }
+    }
+
+    /// Records the time to first token; a cold request's teaches the model's load time.
+    pub fn after_first_token(
+        &self,
+        deployment: &Deployment,
+        model: &crate::config::Model,
+        ttft: Duration,
+        was_cold: bool,
+    ) {
+        if deployment.local.is_none() {
+            return;
+        }
+        let warm = model.latency.unwrap_or(Duration::from_millis(300));
+        self.observe_first_token(&deployment.name, &model.upstream_model, ttft, warm, was_cold);
+    }
+}
+
 /// Parses Ollama's `GET /api/ps` body into the set of loaded model names.
 pub fn parse_ollama_ps(body: &[u8]) -> Result<BTreeSet<String>, serde_json::Error> {
     #[derive(serde::Deserialize)]

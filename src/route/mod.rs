@@ -113,6 +113,37 @@ pub fn request_tags(
     tags
 }
 
+/// The request text data-rule patterns are matched against: every message's text (OpenAI `messages`,
+/// Anthropic `system` + `messages`), or `prompt` / `input` for completions and embeddings. Image parts and tool
+/// schemas are skipped.
+pub fn request_text(body: &serde_json::Map<String, serde_json::Value>) -> String {
+    use serde_json::Value;
+    fn push(v: &Value, out: &mut String) {
+        match v {
+            Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            Value::Array(items) => items.iter().for_each(|i| push(i, out)),
+            Value::Object(o) => {
+                if let Some(t) = o.get("text") {
+                    push(t, out);
+                } else if let Some(c) = o.get("content") {
+                    push(c, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    for key in ["system", "messages", "prompt", "input"] {
+        if let Some(v) = body.get(key) {
+            push(v, &mut out);
+        }
+    }
+    out
+}
+
 /// One model on one deployment.
 #[derive(Debug, Clone)]
 pub struct Target {

@@ -777,3 +777,20 @@ fn tags_come_from_the_header_and_metadata() {
     );
     assert!(request_tags(&http::HeaderMap::new(), &serde_json::Map::new()).is_empty());
 }
+
+#[test]
+fn request_text_collects_every_turn() {
+    let body = serde_json::json!({
+        "system": "be brief",
+        "messages": [
+            { "role": "user", "content": "hello" },
+            { "role": "user", "content": [{ "type": "text", "text": "AKIA key" }, { "type": "image_url", "image_url": { "url": "x" } }] }
+        ]
+    });
+    assert_eq!(
+        request_text(body.as_object().unwrap()),
+        "be brief\nhello\nAKIA key\n"
+    );
+    let emb = serde_json::json!({ "input": ["a", "b"] });
+    assert_eq!(request_text(emb.as_object().unwrap()), "a\nb\n");
+}
