@@ -29,7 +29,7 @@ fn model_spec() -> impl Strategy<Value = ModelSpec> {
         0u32..2000,
         0u32..8000,
         0u32..=20,
-        prop_oneof![Just(4_000u32), Just(32_000), Just(200_000)],
+        prop_oneof![1 => Just(4_000u32), 2 => Just(32_000), 2 => Just(200_000)],
         any::<bool>(),
         prop::bool::weighted(0.85),
         prop::bool::weighted(0.2),
@@ -63,7 +63,7 @@ fn policy_spec(n: usize) -> impl Strategy<Value = PolicySpec> {
     (
         prop::collection::vec(prop::bool::weighted(0.25), n),
         prop::collection::vec(0u32..=20, 1..5),
-        prop::option::of(1u32..5000),
+        prop::option::of(prop_oneof![1u32..3_000, 1u32..200_000]),
         0u8..3,
         prop::option::of(0u32..=20),
         0u32..60,
@@ -180,8 +180,12 @@ fn policy_yaml(p: &PolicySpec) -> String {
 }
 
 fn facts_strategy() -> impl Strategy<Value = RequestFacts> {
-    (0u64..60_000, prop::option::of(1u64..4000), any::<bool>()).prop_map(|(input, max_tokens, tools)| {
-        RequestFacts {
+    (
+        prop_oneof![3 => 0u64..2_000, 1 => 0u64..60_000],
+        prop::option::of(1u64..4000),
+        prop::bool::weighted(0.3),
+    )
+        .prop_map(|(input, max_tokens, tools)| RequestFacts {
             estimated_input_tokens: input,
             max_tokens,
             needs: if tools {
@@ -190,8 +194,7 @@ fn facts_strategy() -> impl Strategy<Value = RequestFacts> {
                 BTreeSet::new()
             },
             ..RequestFacts::default()
-        }
-    })
+        })
 }
 
 fn case() -> impl Strategy<Value = (Vec<ModelSpec>, PolicySpec, RequestFacts, f32, f32, bool, usize)> {
