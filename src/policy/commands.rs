@@ -47,17 +47,26 @@ pub fn policy_check(config: &Config, args: &PolicyCheckArgs) -> anyhow::Result<b
     match (&result, args.format) {
         (Ok(set), OutputFormat::Text) => {
             writeln!(out, "{}: OK", dir.display())?;
-            writeln!(out, "  default: {}", summary(&set.default))?;
-            for (team, p) in &set.teams {
+            for (team, p) in std::iter::once(("default", &set.default))
+                .chain(set.teams.iter().map(|(t, p)| (t.as_str(), p)))
+            {
                 writeln!(out, "  {team}: {}", summary(p))?;
+                for w in p.warnings(&config.catalogue) {
+                    writeln!(out, "    warning: {w}")?;
+                }
             }
         }
         (Ok(set), OutputFormat::Json) => {
             let teams: Vec<&String> = set.teams.keys().collect();
+            let warnings: serde_json::Map<String, Value> =
+                std::iter::once(("default".to_owned(), &set.default))
+                    .chain(set.teams.iter().map(|(t, p)| (t.clone(), p)))
+                    .map(|(t, p)| (t, json!(p.warnings(&config.catalogue))))
+                    .collect();
             writeln!(
                 out,
                 "{}",
-                json!({ "ok": true, "dir": dir.display().to_string(), "teams": teams })
+                json!({ "ok": true, "dir": dir.display().to_string(), "teams": teams, "warnings": warnings })
             )?;
         }
         (Err(issues), OutputFormat::Text) => {
@@ -84,7 +93,10 @@ fn summary(p: &super::Policy) -> String {
     let cap = p
         .max_cost_per_request
         .map_or_else(|| "no cost cap".to_owned(), |c| format!("cap ${c}/request"));
-    let mut s = format!("{quality}, {cap}, named models: {:?}", p.named_models);
+    let mut s = format!(
+        "{quality}, {cap}, named models: {}",
+        format!("{:?}", p.named_models).to_lowercase()
+    );
     if !p.routes.is_empty() {
         s.push_str(&format!(", {} admin route(s)", p.routes.len()));
     }

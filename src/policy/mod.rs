@@ -480,6 +480,68 @@ impl Policy {
             .collect()
     }
 
+    /// Things that are valid but probably not what the admin meant, for `policy check` to print as warnings.
+    pub fn warnings(&self, catalogue: &Catalogue) -> Vec<String> {
+        let mut out = Vec::new();
+        let chat: Vec<&Arc<crate::config::Model>> = catalogue
+            .models
+            .iter()
+            .filter(|m| !m.has(crate::config::Capability::Embeddings) && self.allows(&m.name))
+            .collect();
+        if chat.is_empty() {
+            out.push("no chat model is allowed: every routed request will be refused".to_owned());
+            return out;
+        }
+        let best = chat.iter().map(|m| m.quality).fold(0.0, f64::max);
+        let top_floor = self.floor.at(1.0);
+        if top_floor > best {
+            out.push(format!(
+                "the quality floor reaches {top_floor:.2} but the best allowed model has {best:.2}: the hardest queries get the best available model"
+            ));
+        }
+        for (task, rule) in &self.tasks {
+            if rule.min_quality.is_some_and(|q| q > best) {
+                out.push(format!(
+                    "tasks.{task}.min_quality is above every allowed model's quality"
+                ));
+            }
+            for m in rule.prefer.iter().filter(|m| !self.allows(m)) {
+                out.push(format!(
+                    "tasks.{task}.prefer names `{m}`, which this policy does not allow"
+                ));
+            }
+        }
+        for r in &self.routes {
+            for m in r.prefer.iter().filter(|m| !self.allows(m)) {
+                out.push(format!(
+                    "routes `{}` prefers `{m}`, which this policy does not allow",
+                    r.name
+                ));
+            }
+        }
+        if let Some(cap) = self.max_cost_per_request {
+            // A modest request: 1,000 tokens in, the expected output out.
+            let cheapest = chat
+                .iter()
+                .map(|m| crate::cost::max_cost(1000, self.expected_output_tokens, &m.price))
+                .min()
+                .unwrap_or_default();
+            if cheapest > cap {
+                out.push(format!(
+                    "max_cost_per_request ${cap} is below the cheapest allowed model's cost for a 1,000-token request (${cheapest:.5}): such requests will be refused"
+                ));
+            }
+        }
+        if let Some(b) = &self.baseline_model
+            && !self.allows(b)
+        {
+            out.push(format!(
+                "baseline `{b}` is not allowed for this team; savings are still measured against it"
+            ));
+        }
+        out
+    }
+
     /// Embeds every admin route's examples. Called at load and reload when a classifier is available.
     pub fn embed_routes(&mut self, embedder: &dyn Embedder) -> Result<(), String> {
         for route in &mut self.routes {

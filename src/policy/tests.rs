@@ -252,3 +252,13 @@ fn store_swaps_atomically_and_keeps_the_old_set_on_reject() {
     assert_eq!(store.status().generation, 2);
     assert!(store.status().last_error.is_some());
 }
+
+#[test]
+fn warnings_flag_unreachable_floors_and_useless_caps() {
+    let p = parse("models: { allow: [small, mid] }\nquality: { dial: quality }\nmax_cost_per_request: \"0.0000001\"\ntasks: { code: { prefer: [big] } }\n").unwrap();
+    let w = p.warnings(&catalogue()).join("\n");
+    assert!(w.contains("best allowed model has 0.80"), "{w}");
+    assert!(w.contains("max_cost_per_request"), "{w}");
+    assert!(w.contains("tasks.code.prefer names `big`"), "{w}");
+    assert!(parse("").unwrap().warnings(&catalogue()).is_empty());
+}
