@@ -20,7 +20,13 @@ impl Reservation {
 }
 
 impl Budgets {
-    pub fn reserve(&self, _principal: &Principal, _policy: &Policy, amount: Decimal, _local: bool) -> Result<Reservation, Error> {
+    pub fn reserve(
+        &self,
+        _principal: &Principal,
+        _policy: &Policy,
+        amount: Decimal,
+        _local: bool,
+    ) -> Result<Reservation, Error> {
         Ok(Reservation { amount })
     }
 }

@@ -44,6 +44,8 @@ pub enum ErrorKind {
     Forbidden,
     /// Unknown model or endpoint.
     NotFound,
+    /// The endpoint exists but not with this HTTP method.
+    MethodNotAllowed,
     /// A hard budget is exhausted.
     BudgetExceeded,
     /// The upstream answered with a 4xx; its status and (already translated) body are passed through.
@@ -70,7 +72,12 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), param: None, code: None }
+        Error {
+            kind,
+            message: message.into(),
+            param: None,
+            code: None,
+        }
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -92,9 +99,12 @@ impl Error {
     }
 
     pub fn model_not_found(model: &str) -> Self {
-        Error::new(ErrorKind::NotFound, format!("The model `{model}` does not exist or you do not have access to it."))
-            .with_param("model")
-            .with_code("model_not_found")
+        Error::new(
+            ErrorKind::NotFound,
+            format!("The model `{model}` does not exist or you do not have access to it."),
+        )
+        .with_param("model")
+        .with_code("model_not_found")
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -117,6 +127,7 @@ impl Error {
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::UpstreamRejected { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
@@ -135,6 +146,7 @@ impl Error {
             | ErrorKind::Unauthorized
             | ErrorKind::Forbidden
             | ErrorKind::NotFound
+            | ErrorKind::MethodNotAllowed
             | ErrorKind::BudgetExceeded => Fault::Client,
             ErrorKind::UpstreamRejected { .. } | ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => {
                 Fault::Upstream
@@ -146,8 +158,12 @@ impl Error {
     /// OpenAI's `type` field.
     fn type_str(&self) -> &'static str {
         match &self.kind {
-            ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge | ErrorKind::NotFound => "invalid_request_error",
-            ErrorKind::Unauthorized => "authentication_error",
+            // OpenAI itself answers a bad key with `invalid_request_error` (and code `invalid_api_key`).
+            ErrorKind::InvalidRequest
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::NotFound
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::Unauthorized => "invalid_request_error",
             ErrorKind::Forbidden => "permission_error",
             ErrorKind::BudgetExceeded => "insufficient_quota",
             ErrorKind::UpstreamRejected { .. } | ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => {
@@ -177,6 +193,7 @@ impl Error {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotFound => "not_found",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::BudgetExceeded => "budget_exceeded",
             ErrorKind::UpstreamRejected { .. } => "upstream_rejected",
             ErrorKind::UpstreamFailed => "upstream_failed",
@@ -205,7 +222,9 @@ impl IntoResponse for Error {
             _ => Bytes::from(self.to_json().to_string()),
         };
         let mut response = (status, body).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response
     }
 }
@@ -228,9 +247,18 @@ mod tests {
     #[test]
     fn upstream_faults_map_to_gateway_statuses() {
         assert_eq!(Error::upstream_failed("x").status_code(), StatusCode::BAD_GATEWAY);
-        assert_eq!(Error::upstream_timeout("x").status_code(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            Error::upstream_timeout("x").status_code(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
         assert_eq!(Error::upstream_timeout("x").fault(), Fault::Upstream);
-        let rejected = Error::new(ErrorKind::UpstreamRejected { status: 429, body: Bytes::new() }, "slow down");
+        let rejected = Error::new(
+            ErrorKind::UpstreamRejected {
+                status: 429,
+                body: Bytes::new(),
+            },
+            "slow down",
+        );
         assert_eq!(rejected.status_code(), StatusCode::TOO_MANY_REQUESTS);
     }
 }

@@ -15,7 +15,10 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("switchyard_requests_total", "Requests by team, model, provider and status"),
+            Opts::new(
+                "switchyard_requests_total",
+                "Requests by team, model, provider and status",
+            ),
             &["team", "model", "provider", "status"],
         )?;
         registry.register(Box::new(requests.clone()))?;
@@ -25,7 +28,12 @@ impl Metrics {
     /// Records a finished request.
     pub fn observe(&self, entry: &LedgerEntry) {
         self.requests
-            .with_label_values(&[&entry.team, &entry.routed_model, &entry.provider, entry.status.as_str()])
+            .with_label_values(&[
+                &entry.team,
+                &entry.routed_model,
+                &entry.provider,
+                entry.status.as_str(),
+            ])
             .inc();
     }
 

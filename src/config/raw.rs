@@ -74,7 +74,10 @@ pub struct RawServer {
 
 impl Default for RawServer {
     fn default() -> Self {
-        RawServer { max_body_bytes: default_max_body_bytes(), shutdown_grace: default_shutdown_grace() }
+        RawServer {
+            max_body_bytes: default_max_body_bytes(),
+            shutdown_grace: default_shutdown_grace(),
+        }
     }
 }
 
@@ -122,7 +125,11 @@ pub struct RawTimeouts {
 
 impl Default for RawTimeouts {
     fn default() -> Self {
-        RawTimeouts { connect: default_connect(), first_byte: default_first_byte(), total: default_total() }
+        RawTimeouts {
+            connect: default_connect(),
+            first_byte: default_first_byte(),
+            total: default_total(),
+        }
     }
 }
 

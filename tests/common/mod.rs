@@ -14,4 +14,5 @@ pub mod client;
 pub mod e2e;
 pub mod mock;
 pub mod process;
+pub mod proxy;
 pub mod sse;
