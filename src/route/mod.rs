@@ -760,18 +760,15 @@ fn honour(
             // A cold local model the caller named: they accept the wait.
             model.deployments.clone()
         } else {
-            let all: Vec<_> = model
+            // Healthy-looking ones first. Deployments without credentials stay in the list too: the caller asked
+            // for this model, and the upstream stage answers with an error that names the missing variable.
+            let (mut all, missing): (Vec<_>, Vec<_>) = model
                 .deployments
                 .iter()
-                .filter(|d| !d.missing_credentials() && facts.provider.is_none_or(|k| d.kind == k))
+                .filter(|d| facts.provider.is_none_or(|k| d.kind == k))
                 .cloned()
-                .collect();
-            if all.is_empty() {
-                return Err(RouteError::Unavailable(format!(
-                    "The model `{}` has no deployment with credentials configured.",
-                    model.name
-                )));
-            }
+                .partition(|d| !d.missing_credentials());
+            all.extend(missing);
             all
         }
     } else {
