@@ -39,14 +39,16 @@ async fn valid_changes_go_live_and_invalid_ones_are_rejected() {
     let set = PolicySet::load_dir(dir.path(), &catalogue, None).unwrap();
     let policies = Policies::from_set(set);
     let shutdown = CancellationToken::new();
-    let task = reload::spawn_watcher(
-        dir.path().to_owned(),
-        catalogue.clone(),
-        policies.clone(),
-        None,
-        shutdown.clone(),
-    )
-    .unwrap();
+    let task = tokio::spawn(
+        reload::watch_folder(
+            dir.path().to_owned(),
+            catalogue.clone(),
+            policies.clone(),
+            None,
+            shutdown.clone(),
+        )
+        .unwrap(),
+    );
 
     // A new team file appears.
     std::fs::write(dir.path().join("eng.yaml"), "quality: { dial: quality }\n").unwrap();

@@ -43,15 +43,16 @@ pub fn reload_now(
     }
 }
 
-/// Watches `dir` and reloads on change until `shutdown` fires. Returns the task to track; fails if the folder
-/// cannot be watched (it does not exist, or the inotify limit is reached).
-pub fn spawn_watcher(
+/// Watches `dir` and reloads on change until `shutdown` fires. Returns the watching future for the caller to run
+/// on its task tracker; fails if the folder cannot be watched (it does not exist, or the inotify limit is
+/// reached).
+pub fn watch_folder(
     dir: PathBuf,
     catalogue: Arc<Catalogue>,
     policies: Policies,
     embedder: Option<Arc<dyn Embedder>>,
     shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, notify::Error> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         match event {
@@ -64,7 +65,7 @@ pub fn spawn_watcher(
         }
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(tokio::spawn(async move {
+    Ok(async move {
         // The watcher stops when dropped; it lives as long as this task.
         let _watcher = watcher;
         loop {
@@ -91,7 +92,7 @@ pub fn spawn_watcher(
                 tracing::error!(%error, "policy reload task failed");
             }
         }
-    }))
+    })
 }
 
 /// Loads the policies at startup. A missing folder means the built-in default policy for every team (logged);
