@@ -56,8 +56,8 @@ impl StickyStore {
 }
 
 /// The conversation a request belongs to: the caller's explicit id (header `x-switchyard-conversation`) when
-/// given, else a hash of what stays fixed across a chat's turns — the system prompt and the first user message.
-/// `None` for a single-turn request without an id (there is nothing to keep warm).
+/// given, else a hash of what stays fixed across a chat's turns — the system prompt and the first user message
+/// (so the first turn already records the model the later turns stick to). `None` without any message.
 pub fn conversation_key(
     explicit: Option<&str>,
     system: Option<&str>,
@@ -67,7 +67,7 @@ pub fn conversation_key(
     if let Some(id) = explicit.filter(|s| !s.is_empty()) {
         return Some(format!("id:{}", id.chars().take(128).collect::<String>()));
     }
-    if turns < 2 {
+    if turns == 0 {
         return None;
     }
     let mut h = Sha256::new();
@@ -75,6 +75,38 @@ pub fn conversation_key(
     h.update([0]);
     h.update(first_user?.as_bytes());
     Some(format!("h:{}", hex::encode(&h.finalize()[..12])))
+}
+
+/// The header a caller may use to name its conversation explicitly.
+pub const CONVERSATION_HEADER: &str = "x-switchyard-conversation";
+
+/// [`conversation_key`] read off a request: the header, else the system prompt and first user message of an
+/// OpenAI or Anthropic chat body.
+pub fn conversation_of(
+    headers: &http::HeaderMap,
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> Option<String> {
+    use serde_json::Value;
+    let explicit = headers.get(CONVERSATION_HEADER).and_then(|v| v.to_str().ok());
+    let messages = body.get("messages").and_then(Value::as_array);
+    let turns = messages.map_or(0, Vec::len);
+    let text = |v: Option<&Value>| -> Option<String> {
+        match v? {
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    };
+    let role_is = |m: &&Value, role: &str| m.get("role").and_then(Value::as_str) == Some(role);
+    let system = text(body.get("system")).or_else(|| {
+        text(
+            messages?
+                .iter()
+                .find(|m| role_is(m, "system") || role_is(m, "developer"))?
+                .get("content"),
+        )
+    });
+    let first_user = messages.and_then(|m| text(m.iter().find(|m| role_is(m, "user"))?.get("content")));
+    conversation_key(explicit, system.as_deref(), first_user.as_deref(), turns)
 }
 
 #[cfg(test)]
@@ -99,12 +131,39 @@ mod tests {
     }
 
     #[test]
+    fn conversations_are_recognised_across_turns() {
+        let turn = |n: usize| {
+            let mut messages = vec![
+                serde_json::json!({ "role": "system", "content": "be brief" }),
+                serde_json::json!({ "role": "user", "content": "first question" }),
+            ];
+            for i in 0..n {
+                messages.push(serde_json::json!({ "role": "assistant", "content": format!("answer {i}") }));
+                messages.push(serde_json::json!({ "role": "user", "content": format!("follow-up {i}") }));
+            }
+            serde_json::json!({ "model": "auto", "messages": messages })
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        let headers = http::HeaderMap::new();
+        assert_eq!(
+            conversation_of(&headers, &turn(1)),
+            conversation_of(&headers, &turn(3))
+        );
+        assert!(conversation_of(&headers, &turn(1)).is_some());
+        let mut named = http::HeaderMap::new();
+        named.insert(CONVERSATION_HEADER, http::HeaderValue::from_static("chat-42"));
+        assert_eq!(conversation_of(&named, &turn(0)).as_deref(), Some("id:chat-42"));
+    }
+
+    #[test]
     fn conversation_keys() {
         assert_eq!(
             conversation_key(Some("abc"), None, None, 1).as_deref(),
             Some("id:abc")
         );
-        assert_eq!(conversation_key(None, Some("sys"), Some("hi"), 1), None);
+        assert_eq!(conversation_key(None, Some("sys"), Some("hi"), 0), None);
         let a = conversation_key(None, Some("sys"), Some("hi"), 3);
         assert_eq!(a, conversation_key(None, Some("sys"), Some("hi"), 5));
         assert_ne!(a, conversation_key(None, Some("sys"), Some("hello"), 3));
