@@ -38,9 +38,9 @@ impl FromRef<crate::state::AppState> for PolicyAdmin {
         PolicyAdmin {
             policies: state.policies.clone(),
             catalogue: state.catalogue.clone(),
-            // Until the app state carries the live local-model state and the classifier, the dry run assumes
-            // every local model is loaded and needs `difficulty` in the request.
-            local: LocalModels::default(),
+            local: state.local.clone(),
+            // Until the classifier is wired, the dry run needs `difficulty` in the request (or uses the
+            // policy's unclassified fallback).
             classifier: None,
         }
     }
