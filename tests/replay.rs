@@ -61,3 +61,19 @@ fn replay_reports_savings_mix_and_changes() {
         "{text}"
     );
 }
+
+#[test]
+fn dry_runs_work_without_api_keys() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = Config::load(&root.join("examples/config.yaml"), &HashMap::new()).unwrap();
+    let set = PolicySet::load_dir(&root.join("policies"), &config.catalogue, None).unwrap();
+    let input = std::fs::read(root.join("tests/fixtures/requests.jsonl")).unwrap();
+    let report = replay_lines(&set, &config.catalogue, "engineering", input.as_slice(), None).unwrap();
+    // Without keys every API deployment "lacks credentials", yet a dry run still routes to API models.
+    assert!(
+        report.model_mix.keys().any(|m| m != "qwen3-8b-local"),
+        "{:?}",
+        report.model_mix.keys()
+    );
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+}

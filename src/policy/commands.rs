@@ -182,7 +182,7 @@ pub fn route(
         &args.model,
         &facts,
         signal.as_ref(),
-        &Conditions::default(),
+        &dry_run_conditions(),
     );
     let mut out = std::io::stdout().lock();
     match (&result, args.format) {
@@ -202,6 +202,14 @@ pub fn route(
         (Err(e), OutputFormat::Json) => writeln!(out, "{}", route::report::error_json(e))?,
     }
     Ok(result.is_ok())
+}
+
+/// Dry runs assume every deployment is healthy and every local model loaded, and ignore unset API keys.
+fn dry_run_conditions() -> Conditions {
+    Conditions {
+        assume_credentials: true,
+        ..Conditions::default()
+    }
 }
 
 fn load_set(
@@ -586,7 +594,14 @@ fn replay_row(
         }
     };
     let signal = policy.wants_routing(&row.model).then_some(signal);
-    let decision = match route::decide(policy, catalogue, &row.model, &facts, signal.as_ref()) {
+    let decision = match route::decide_with(
+        policy,
+        catalogue,
+        &row.model,
+        &facts,
+        signal.as_ref(),
+        &dry_run_conditions(),
+    ) {
         Ok(d) => d,
         Err(e) => {
             let kind = match e {

@@ -71,6 +71,9 @@ pub struct Conditions {
     pub local: LocalSnapshot,
     /// The model this conversation used last, when the policy asks for stickiness.
     pub sticky_model: Option<String>,
+    /// Dry runs (`switchyard route`, `replay`) on a machine without the API keys: treat deployments whose key
+    /// variable is unset as usable, since nothing will be sent.
+    pub assume_credentials: bool,
 }
 
 /// The header carrying data tags, comma-separated (`x-switchyard-tags: confidential, pii`).
@@ -834,7 +837,9 @@ fn usable_deployments(
         if facts.provider.is_some_and(|k| d.kind != k) {
             continue;
         }
-        if d.missing_credentials() || conditions.unhealthy.contains(&d.name) {
+        if (d.missing_credentials() && !conditions.assume_credentials)
+            || conditions.unhealthy.contains(&d.name)
+        {
             continue;
         }
         if d.local.is_none() {
