@@ -29,6 +29,13 @@ done
 step "Python venv for the SDK end-to-end tests"
 scripts/e2e-venv.sh >/dev/null
 
+step "rustls only (deny.toml bans, checked without cargo-deny)"
+for banned in openssl-sys native-tls hyper-tls; do
+  if cargo tree --locked -e normal -i "$banned" >/dev/null 2>&1; then
+    echo "banned crate $banned is in the dependency tree"; cargo tree -e normal -i "$banned"; exit 1
+  fi
+done
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

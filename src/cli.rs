@@ -105,21 +105,8 @@ async fn open_store(path: &Path) -> anyhow::Result<Store> {
 }
 
 pub fn init_logging(config: Option<&Config>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = config.is_some_and(|c| c.log.format == crate::config::LogFormat::Json);
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    let result = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-    if let Err(e) = result {
-        eprintln!("logging already initialised: {e}");
+    if let Err(e) = crate::logging::init(config.map(|c| &c.log)) {
+        eprintln!("cannot initialise logging: {e}");
     }
 }
 

@@ -162,8 +162,40 @@ fn route_error(e: RouteError) -> Error {
     }
 }
 
-/// Runs the pipeline from policy to response for an authenticated call.
-pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response, Error> {
+/// Runs the pipeline from policy to response for an authenticated call. Errors leave in OpenAI's shape with the
+/// overhead header too; requests refused before any upstream call are counted as refused.
+pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Response {
+    let started = call.started;
+    let team = call.principal.team.clone();
+    let mut upstream_wait = Duration::ZERO;
+    match run(state.clone(), call, body, &mut upstream_wait).await {
+        Ok(response) => response,
+        Err(error) => {
+            if upstream_wait.is_zero() {
+                state
+                    .metrics
+                    .observe_refused(Some(&team), error.status_code().as_u16());
+            }
+            let overhead = started.elapsed().saturating_sub(upstream_wait);
+            let mut response = axum::response::IntoResponse::into_response(error);
+            set_overhead(response.headers_mut(), overhead);
+            response
+        }
+    }
+}
+
+fn set_overhead(headers: &mut HeaderMap, overhead: Duration) {
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1000.0)) {
+        headers.insert(HeaderName::from_static(OVERHEAD_HEADER), v);
+    }
+}
+
+async fn run(
+    state: AppState,
+    call: Call,
+    body: Bytes,
+    upstream_wait: &mut Duration,
+) -> Result<Response, Error> {
     let mut request = parse_object(&body)?;
     let requested = match request.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
@@ -212,7 +244,6 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response,
         .with_param("model"));
     }
 
-    let mut last_error = None;
     for (attempt, target) in targets.iter().enumerate() {
         let max_output = facts
             .max_tokens
@@ -252,34 +283,41 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response,
             upstream_time: Duration::ZERO,
         };
         let sent = Instant::now();
-        match state.upstream.send(&target.deployment, upstream_request).await {
+        let provider = target.deployment.kind.as_str();
+        let sent_result = state.upstream.send(&target.deployment, upstream_request).await;
+        *upstream_wait += sent.elapsed();
+        state
+            .metrics
+            .observe_upstream(provider, call.endpoint.operation(), sent.elapsed().as_secs_f64());
+        let error = match sent_result {
             Ok(response) => {
                 let status = response.status();
-                let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
-                if retryable && attempt + 1 < targets.len() {
-                    tracing::warn!(
-                        request_id = %call.request_id, deployment = %target.deployment.name,
-                        status = status.as_u16(), "upstream refused; trying the next target"
-                    );
-                    finisher.finish_error(&Error::upstream_failed(format!("upstream status {status}")));
-                    last_error = Some(Error::upstream_failed(format!(
-                        "The upstream provider for `{}` answered {status}.",
-                        target.model.name
-                    )));
-                    continue;
+                if let Some(kind) = crate::metrics::UpstreamErrorKind::from_status(status.as_u16()) {
+                    state.metrics.observe_upstream_error(provider, kind.as_str());
                 }
-                return respond(
-                    finisher,
-                    response,
-                    sent,
-                    upstream_body.client_wants_usage,
-                    facts.stream,
-                )
-                .await;
+                let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+                if !(retryable && attempt + 1 < targets.len()) {
+                    return respond(
+                        finisher,
+                        response,
+                        sent,
+                        upstream_body.client_wants_usage,
+                        facts.stream,
+                    )
+                    .await;
+                }
+                Error::upstream_failed(format!(
+                    "The upstream provider for `{}` answered {status}.",
+                    target.model.name
+                ))
             }
             Err(e) => {
-                tracing::warn!(request_id = %call.request_id, deployment = %target.deployment.name, error = %e, "upstream call failed");
-                let error = match e {
+                tracing::warn!(
+                    request_id = %call.request_id, deployment = %target.deployment.name, error = %e,
+                    "upstream call failed"
+                );
+                state.metrics.observe_upstream_error(provider, e.kind());
+                match e {
                     crate::upstream::UpstreamError::Timeout { .. } => Error::upstream_timeout(format!(
                         "The upstream provider for `{}` did not answer in time.",
                         target.model.name
@@ -294,13 +332,28 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response,
                         "The upstream provider for `{}` could not be reached.",
                         target.model.name
                     )),
-                };
+                }
+            }
+        };
+        match targets.get(attempt + 1) {
+            // Another target will try: this attempt leaves no ledger row (it cost nothing) and its reservation is
+            // released as the finisher is dropped; the request is recorded once, by the attempt that ends it.
+            Some(next) => {
+                tracing::warn!(
+                    request_id = %call.request_id, from = %target.deployment.name, to = %next.deployment.name,
+                    "falling back to the next target"
+                );
+                state
+                    .metrics
+                    .observe_fallback(&call.principal.team, &target.model.name, &next.model.name);
+            }
+            None => {
                 finisher.finish_error(&error);
-                last_error = Some(error);
+                return Err(error);
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| Error::internal("no upstream target was tried")))
+    Err(Error::internal("no upstream target was tried"))
 }
 
 struct UpstreamBody {
@@ -379,7 +432,7 @@ fn anthropic_request(
 ) -> Result<http::Request<http_body_util::Full<Bytes>>, Error> {
     let mut builder = http::Request::builder()
         .method(http::Method::POST)
-        .uri(format!("{}/v1/messages", deployment.base_url))
+        .uri(format!("{}/messages", deployment.base_url))
         .header(header::CONTENT_TYPE, "application/json")
         .header("anthropic-version", deployment.anthropic_version.as_str())
         .header(
@@ -528,18 +581,7 @@ impl Finisher {
             overhead_us: u64::try_from(self.overhead().as_micros()).unwrap_or(u64::MAX),
         };
         self.state.metrics.observe(&entry);
-        tracing::info!(
-            request_id = %entry.request_id,
-            team = %entry.team,
-            model = %entry.routed_model,
-            route = %entry.route_reason,
-            cost = %entry.cost,
-            input_tokens = entry.usage.input_tokens,
-            output_tokens = entry.usage.output_tokens,
-            latency_ms = entry.latency_ms,
-            status = entry.status.as_str(),
-            "request"
-        );
+        crate::logging::request(&entry);
         self.state.ledger.record(entry);
     }
 
@@ -556,11 +598,7 @@ impl Finisher {
         if let Some(d) = self.decision.difficulty {
             set(headers, DIFFICULTY_HEADER, &format!("{d:.3}"));
         }
-        set(
-            headers,
-            OVERHEAD_HEADER,
-            &format!("{:.3}", self.overhead().as_secs_f64() * 1000.0),
-        );
+        set_overhead(headers, self.overhead());
     }
 }
 
@@ -654,6 +692,17 @@ async fn respond(
         Ok(Ok(c)) => c.to_bytes(),
     };
 
+    if parts.status == StatusCode::UNAUTHORIZED {
+        // The provider refused the deployment's credentials, not the caller's: passing the 401 on would tell the
+        // client its own Switchyard key is bad.
+        tracing::error!(deployment = %finisher.target.deployment.name, "upstream rejected the deployment's API key");
+        let e = Error::upstream_failed(format!(
+            "The upstream provider for `{}` rejected Switchyard's credentials; an administrator must fix the deployment.",
+            finisher.target.model.name
+        ));
+        finisher.finish_error(&e);
+        return Err(e);
+    }
     if parts.status.is_client_error() {
         let body = match (kind, endpoint) {
             (ProviderKind::Anthropic, Endpoint::ChatCompletions) => {

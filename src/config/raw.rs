@@ -94,6 +94,8 @@ fn default_shutdown_grace() -> Duration {
 pub struct RawDeployment {
     /// `openai` (OpenAI and every compatible server) or `anthropic`.
     pub kind: String,
+    /// Up to and including the API version segment, e.g. `https://api.openai.com/v1`,
+    /// `https://api.anthropic.com/v1`, or an Azure deployment URL `https://R.openai.azure.com/openai/deployments/D`.
     pub base_url: String,
     /// `env:VAR`; absent for servers without authentication (Ollama, vLLM).
     pub api_key: Option<String>,

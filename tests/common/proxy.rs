@@ -65,7 +65,7 @@ deployments:
     timeouts: {{ connect: 1s, first_byte: 2s, total: 10s }}
   mock-anthropic:
     kind: anthropic
-    base_url: {upstream}
+    base_url: {upstream}/v1
     api_key: env:TEST_UPSTREAM_KEY
     timeouts: {{ connect: 1s, first_byte: 2s, total: 10s }}
   dead:
@@ -73,6 +73,11 @@ deployments:
     base_url: http://127.0.0.1:9/v1
     api_key: env:TEST_UPSTREAM_KEY
     timeouts: {{ connect: 500ms, first_byte: 1s, total: 2s }}
+  azure:
+    kind: openai
+    base_url: {upstream}/openai/deployments/gpt-4o-eu
+    api_key: env:TEST_UPSTREAM_KEY
+    azure_api_version: "2024-10-21"
   unconfigured:
     kind: openai
     base_url: {upstream}/v1
@@ -105,6 +110,9 @@ models:
   - name: fallback
     deployments: [dead, mock-openai]
     price: {{ input: "1", output: "2" }}
+  - name: azure-gpt-4o
+    deployments: [azure]
+    price: {{ input: "2.50", output: "10.00" }}
   - name: nokey
     deployments: [unconfigured]
     price: {{ input: "1", output: "2" }}
@@ -180,6 +188,26 @@ impl TestProxy {
             pg_db,
             _dir: dir,
         }
+    }
+
+    /// A mock upstream that checks the deployment key, and a proxy in front of it.
+    pub async fn with_mock(db: Db) -> (super::mock::MockUpstream, TestProxy) {
+        let upstream = super::mock::MockUpstream::builder()
+            .api_key(UPSTREAM_KEY)
+            .start()
+            .await;
+        let proxy = TestProxy::start(&upstream.url(), db).await;
+        (upstream, proxy)
+    }
+
+    /// POSTs JSON to `path` with this proxy's key.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> super::client::HttpResponse {
+        super::client::post_json(
+            &format!("{}{path}", self.url),
+            &[("authorization", &self.auth())],
+            body,
+        )
+        .await
     }
 
     pub fn auth(&self) -> String {
