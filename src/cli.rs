@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `migrate`, `config check`, `keys …`.
+//! The command line: `serve` (default), `migrate`, `config check`, `keys …`, `policy check`, `route`, `replay`.
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,19 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Team policy commands.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Show what a team's policy would do with one prompt (no upstream is called).
+    Route(crate::policy::commands::RouteArgs),
+    /// Replay a request log through a team's policy: projected spend, model mix, changed models.
+    Replay(crate::policy::commands::ReplayArgs),
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Validate every policy file against the catalogue; exits non-zero on any problem.
+    Check(crate::policy::commands::PolicyCheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -130,6 +143,28 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                     d.api_key_env.as_deref().unwrap_or_default()
                 );
             }
+            Ok(())
+        }
+        Command::Policy(PolicyCommand::Check(args)) => {
+            init_logging(None);
+            let config = load_config(&cli.config)?;
+            if !crate::policy::commands::policy_check(&config, &args)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Route(args) => {
+            init_logging(None);
+            let config = load_config(&cli.config)?;
+            if !crate::policy::commands::route(&config, &args, None)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Replay(args) => {
+            init_logging(None);
+            let config = load_config(&cli.config)?;
+            crate::policy::commands::replay(&config, &args, None)?;
             Ok(())
         }
         Command::Keys(cmd) => {

@@ -139,6 +139,9 @@ fn facts_of(endpoint: Endpoint, body: &Map<String, Value>, raw_len: usize) -> Re
         max_tokens,
         needs,
         stream: body.get("stream").and_then(Value::as_bool) == Some(true),
+        // Only Anthropic deployments speak the Messages API: routing then picks among models they serve.
+        provider: (endpoint == Endpoint::Messages).then_some(ProviderKind::Anthropic),
+        ..RequestFacts::default()
     }
 }
 
@@ -152,6 +155,9 @@ fn route_error(e: RouteError) -> Error {
             Error::invalid_request(format!("No model can serve this request: {why}"))
                 .with_param("model")
                 .with_code("no_eligible_model")
+        }
+        RouteError::Unavailable(why) => {
+            Error::new(ErrorKind::Unavailable, why).with_code("no_model_available")
         }
     }
 }
@@ -196,11 +202,35 @@ async fn run(
         _ => return Err(Error::invalid_request("You must provide a model parameter.").with_param("model")),
     };
     let policy = state.policies.for_team(&call.principal.team);
-    let facts = facts_of(call.endpoint, &request, body.len());
+    let mut facts = facts_of(call.endpoint, &request, body.len());
+    facts.tags = route::request_tags(&call.headers, &request);
+    if !policy.data_rules.is_empty() {
+        // Only policies with data rules match patterns against the text; others skip the copy.
+        facts.text = Some(Arc::from(route::request_text(&request)));
+    }
     // Classification arrives with the classifier module; until then routed requests use the fallback floor.
     let signal = None;
-    let decision =
-        route::decide(&policy, &state.catalogue, &requested, &facts, signal).map_err(route_error)?;
+    let conversation = if policy.stickiness.enabled {
+        route::sticky::conversation_of(&call.headers, &request)
+    } else {
+        None
+    };
+    let conditions = route::Conditions {
+        local: state.local.snapshot(),
+        sticky_model: conversation
+            .as_deref()
+            .and_then(|c| state.sticky.get(&call.principal.team, c)),
+        ..route::Conditions::default()
+    };
+    let decision = route::decide_with(&policy, &state.catalogue, &requested, &facts, signal, &conditions)
+        .map_err(route_error)?;
+    if let (Some(c), Some(chosen)) = (&conversation, decision.targets.first())
+        && decision.routed
+    {
+        state
+            .sticky
+            .put(&call.principal.team, c, &chosen.model.name, policy.stickiness.ttl);
+    }
 
     // Read before any attempt rewrites `stream_options` on the client's behalf.
     let client_wants_usage = crate::usage::wants_stream_usage(&request);
@@ -234,7 +264,10 @@ async fn run(
             }
             ProviderKind::Anthropic => anthropic_request(&target.deployment, &call.headers, upstream_body)?,
         };
+        // A cold local model now counts as loading, so concurrent requests do not start another swap.
+        let was_cold = state.local.before_send(&target.deployment, &target.model);
         let finisher = Finisher {
+            was_cold,
             state: state.clone(),
             request_id: call.request_id.clone(),
             started: call.started,
@@ -441,6 +474,8 @@ struct Finisher {
     estimated_input_tokens: u64,
     /// Time spent waiting on the upstream (head and body), excluded from the proxy's overhead.
     upstream_time: Duration,
+    /// The target was a local model that was not loaded when the request was sent.
+    was_cold: bool,
 }
 
 struct Outcome {
@@ -472,6 +507,15 @@ impl Finisher {
     }
 
     fn finish(mut self, outcome: Outcome) {
+        if let Some(ttft) = outcome.ttft {
+            // A cold local model's first token teaches its load time; a warm one confirms it is loaded.
+            self.state.local.after_first_token(
+                &self.target.deployment,
+                &self.target.model,
+                ttft,
+                self.was_cold,
+            );
+        }
         let price = self.target.model.price;
         let cost = cost::cost(&outcome.usage, &price);
         let baseline_cost = self

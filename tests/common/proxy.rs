@@ -53,6 +53,7 @@ pub fn config_yaml(upstream: &str) -> String {
         r#"
 listen: 127.0.0.1:0
 admin_key: env:TEST_ADMIN_KEY
+policies_dir: tests/fixtures/policies
 server:
   max_body_bytes: 65536
   shutdown_grace: 10s
