@@ -111,6 +111,7 @@ pub async fn serve(
             state.catalogue.clone(),
             state.policies.clone(),
             None,
+            Some(state.metrics.clone()),
             background.clone(),
         ) {
             Ok(watch) => {

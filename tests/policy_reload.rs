@@ -39,12 +39,14 @@ async fn valid_changes_go_live_and_invalid_ones_are_rejected() {
     let set = PolicySet::load_dir(dir.path(), &catalogue, None).unwrap();
     let policies = Policies::from_set(set);
     let shutdown = CancellationToken::new();
+    let metrics = switchyard::metrics::Metrics::new().unwrap();
     let task = tokio::spawn(
         reload::watch_folder(
             dir.path().to_owned(),
             catalogue.clone(),
             policies.clone(),
             None,
+            Some(metrics.clone()),
             shutdown.clone(),
         )
         .unwrap(),
@@ -75,6 +77,19 @@ async fn valid_changes_go_live_and_invalid_ones_are_rejected() {
     let issue = &status["last_error"]["issues"][0];
     assert!(issue["file"].as_str().unwrap().ends_with("eng.yaml"), "{status}");
     assert_eq!(issue["path"], "quality.dial");
+    let rendered = metrics.render();
+    assert!(
+        rendered
+            .lines()
+            .any(|l| l.starts_with("switchyard_policy_reloads_total{result=\"error\"} ")),
+        "{rendered}"
+    );
+    assert!(
+        rendered
+            .lines()
+            .any(|l| l.starts_with("switchyard_policy_reloads_total{result=\"ok\"} ")),
+        "{rendered}"
+    );
 
     // Fixing it clears the error.
     std::fs::write(dir.path().join("eng.yaml"), "quality: { dial: economy }\n").unwrap();

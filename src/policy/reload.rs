@@ -51,6 +51,7 @@ pub fn watch_folder(
     catalogue: Arc<Catalogue>,
     policies: Policies,
     embedder: Option<Arc<dyn Embedder>>,
+    metrics: Option<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, notify::Error> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -88,8 +89,16 @@ pub fn watch_folder(
                 reload_now(&dir, &catalogue, &policies, embedder.as_deref()).is_ok()
             })
             .await;
-            if let Err(error) = joined {
-                tracing::error!(%error, "policy reload task failed");
+            let result = match joined {
+                Ok(true) => crate::metrics::ReloadResult::Ok,
+                Ok(false) => crate::metrics::ReloadResult::Error,
+                Err(error) => {
+                    tracing::error!(%error, "policy reload task failed");
+                    crate::metrics::ReloadResult::Error
+                }
+            };
+            if let Some(metrics) = &metrics {
+                metrics.policy_reload(result);
             }
         }
     })
