@@ -26,3 +26,4 @@ pub mod policy;
 pub mod route;
 pub mod store;
 pub mod usage;
+pub mod usage_estimate;

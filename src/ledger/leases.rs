@@ -1,0 +1,205 @@
+//! Budget counters shared by replicas: one row per (budget, window) in `budget_windows`.
+//!
+//! A replica never asks the database per request. It holds a *lease* — money it may hand to reservations — and
+//! calls [`sync`] only to report settled spend, return unused lease, or ask for more. The grant rule keeps
+//! `spent + leased ≤ limit` in the database, so the sum of what all replicas may spend stays within the budget.
+//! This lives in `ledger` because only `store` and `ledger` write SQL.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::Row as _;
+
+use super::sql::{parse_decimal, sqlite_time};
+use crate::store::Store;
+
+/// One round trip's worth of changes for one budget window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncRequest {
+    pub budget_id: String,
+    pub window_start: DateTime<Utc>,
+    /// The limit as the current policy states it (policies may change it; the database only keeps counters).
+    pub limit: Decimal,
+    /// Settled cost since the last sync: moves from `leased` to `spent`.
+    pub report: Decimal,
+    /// Lease this replica already used without a grant (an outage allowance, or actual cost above the
+    /// reservation): added to `leased` whatever the limit, so the counters tell the truth.
+    pub forced: Decimal,
+    /// Unused lease handed back.
+    pub give_back: Decimal,
+    /// Lease asked for; granted only if at least `need` is free, and then at most what is free.
+    pub want: Decimal,
+    pub need: Decimal,
+    /// Soft budgets are never refused: they take `want` whatever the limit.
+    pub unlimited: bool,
+}
+
+/// The counters after a sync.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SyncResult {
+    pub granted: Decimal,
+    pub spent: Decimal,
+    pub leased: Decimal,
+}
+
+impl SyncResult {
+    /// Money no replica holds yet.
+    pub fn free(&self, limit: Decimal) -> Decimal {
+        limit - self.spent - self.leased
+    }
+}
+
+fn apply(req: &SyncRequest, spent: Decimal, leased: Decimal) -> SyncResult {
+    let spent = spent + req.report;
+    // Never below zero: a negative total lease would let grants exceed the limit.
+    let leased = (leased + req.forced - req.report - req.give_back).max(Decimal::ZERO);
+    let free = req.limit - spent - leased;
+    let granted = if req.want <= Decimal::ZERO {
+        Decimal::ZERO
+    } else if req.unlimited {
+        req.want
+    } else if free >= req.need && free > Decimal::ZERO {
+        req.want.min(free)
+    } else {
+        Decimal::ZERO
+    };
+    SyncResult { granted, spent, leased: leased + granted }
+}
+
+/// Applies a sync atomically (one short transaction holding the window's row lock).
+pub async fn sync(store: &Store, req: &SyncRequest) -> Result<SyncResult, sqlx::Error> {
+    match store {
+        Store::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO budget_windows (budget_id, window_start) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(&req.budget_id)
+            .bind(req.window_start)
+            .execute(&mut *tx)
+            .await?;
+            let row = sqlx::query(
+                "SELECT spent, leased FROM budget_windows WHERE budget_id = $1 AND window_start = $2 FOR UPDATE",
+            )
+            .bind(&req.budget_id)
+            .bind(req.window_start)
+            .fetch_one(&mut *tx)
+            .await?;
+            let result = apply(req, row.try_get("spent")?, row.try_get("leased")?);
+            sqlx::query(
+                "UPDATE budget_windows SET spent = $3, leased = $4, updated_at = now() \
+                 WHERE budget_id = $1 AND window_start = $2",
+            )
+            .bind(&req.budget_id)
+            .bind(req.window_start)
+            .bind(result.spent)
+            .bind(result.leased)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(result)
+        }
+        Store::Sqlite(pool) => {
+            let start = sqlite_time(&req.window_start);
+            let mut tx = pool.begin().await?;
+            // A write first, so the transaction holds the write lock before it reads (see `sql::insert_sqlite`).
+            sqlx::query(
+                "INSERT INTO budget_windows (budget_id, window_start) VALUES (?, ?) \
+                 ON CONFLICT DO UPDATE SET updated_at = excluded.updated_at",
+            )
+            .bind(&req.budget_id)
+            .bind(&start)
+            .execute(&mut *tx)
+            .await?;
+            let row = sqlx::query("SELECT spent, leased FROM budget_windows WHERE budget_id = ? AND window_start = ?")
+                .bind(&req.budget_id)
+                .bind(&start)
+                .fetch_one(&mut *tx)
+                .await?;
+            let result = apply(
+                req,
+                parse_decimal(&row.try_get::<String, _>("spent")?)?,
+                parse_decimal(&row.try_get::<String, _>("leased")?)?,
+            );
+            sqlx::query("UPDATE budget_windows SET spent = ?, leased = ? WHERE budget_id = ? AND window_start = ?")
+                .bind(result.spent.normalize().to_string())
+                .bind(result.leased.normalize().to_string())
+                .bind(&req.budget_id)
+                .bind(&start)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(result)
+        }
+    }
+}
+
+/// Reads a window's counters without changing them (reports, tests). Zeroes when the window has no row yet.
+pub async fn read(store: &Store, budget_id: &str, window_start: DateTime<Utc>) -> Result<(Decimal, Decimal), sqlx::Error> {
+    match store {
+        Store::Postgres(pool) => {
+            let row = sqlx::query("SELECT spent, leased FROM budget_windows WHERE budget_id = $1 AND window_start = $2")
+                .bind(budget_id)
+                .bind(window_start)
+                .fetch_optional(pool)
+                .await?;
+            match row {
+                Some(r) => Ok((r.try_get("spent")?, r.try_get("leased")?)),
+                None => Ok((Decimal::ZERO, Decimal::ZERO)),
+            }
+        }
+        Store::Sqlite(pool) => {
+            let row = sqlx::query("SELECT spent, leased FROM budget_windows WHERE budget_id = ? AND window_start = ?")
+                .bind(budget_id)
+                .bind(sqlite_time(&window_start))
+                .fetch_optional(pool)
+                .await?;
+            match row {
+                Some(r) => Ok((
+                    parse_decimal(&r.try_get::<String, _>("spent")?)?,
+                    parse_decimal(&r.try_get::<String, _>("leased")?)?,
+                )),
+                None => Ok((Decimal::ZERO, Decimal::ZERO)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn req(limit: Decimal, want: Decimal, need: Decimal) -> SyncRequest {
+        SyncRequest {
+            budget_id: "b".into(),
+            window_start: Utc::now(),
+            limit,
+            report: Decimal::ZERO,
+            forced: Decimal::ZERO,
+            give_back: Decimal::ZERO,
+            want,
+            need,
+            unlimited: false,
+        }
+    }
+
+    #[test]
+    fn grants_never_exceed_the_limit() {
+        let r = apply(&req(dec!(1), dec!(0.5), dec!(0.1)), dec!(0.3), dec!(0.4));
+        assert_eq!(r.granted, dec!(0.3));
+        assert_eq!(r.leased, dec!(0.7));
+        let r = apply(&req(dec!(1), dec!(0.5), dec!(0.31)), dec!(0.3), dec!(0.4));
+        assert_eq!(r.granted, Decimal::ZERO);
+    }
+
+    #[test]
+    fn report_moves_lease_to_spent_and_forced_is_recorded() {
+        let mut q = req(dec!(1), Decimal::ZERO, Decimal::ZERO);
+        q.report = dec!(0.2);
+        q.forced = dec!(0.05);
+        q.give_back = dec!(0.1);
+        let r = apply(&q, dec!(0.1), dec!(0.5));
+        assert_eq!(r.spent, dec!(0.3));
+        assert_eq!(r.leased, dec!(0.25));
+    }
+}
