@@ -245,6 +245,9 @@ impl Default for LeaseSettings {
     }
 }
 
+/// A top-up asks for at least this many reservations of the size that needed it.
+const LEASE_REQUESTS: Decimal = Decimal::from_parts(8, 0, 0, false, 0);
+
 type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// The budget enforcer; cheap to clone.
@@ -489,30 +492,40 @@ impl Inner {
         if try_hold(account, amount) {
             return Ok(());
         }
+        // Called with the state unlocked: the state mutex is not re-entrant.
         let refusal = || {
             let mut r = account.refusal.clone();
             r.limit = lock(&account.state).limit;
             r
         };
         // Fast refusal without a round trip: the last sync (recent) saw too little free money anywhere.
-        {
+        let hopeless = {
             let s = lock(&account.state);
-            if let Some((free, at)) = s.free_seen
-                && at.elapsed() < self.settings.sync_interval
-                && free + s.available() < amount
-            {
-                return Err(refusal());
-            }
+            matches!(s.free_seen, Some((free, at))
+                if at.elapsed() < self.settings.sync_interval && free + s.available() < amount)
+        };
+        if hopeless {
+            return Err(refusal());
         }
         let _one_at_a_time = account.refill.lock().await;
-        // Someone else's top-up may have made room while we waited.
+        // Someone else's top-up may have made room while we waited — or found that there is none left.
         if try_hold(account, amount) {
             return Ok(());
+        }
+        let hopeless = {
+            let s = lock(&account.state);
+            matches!(s.free_seen, Some((free, at))
+                if at.elapsed() < self.settings.sync_interval && free + s.available() < amount)
+        };
+        if hopeless {
+            return Err(refusal());
         }
         let request = {
             let s = lock(&account.state);
             let shortfall = amount - s.available();
-            let want = shortfall.max(s.limit * self.settings.lease_fraction);
+            // Enough for a run of requests like this one, so top-ups stay rare; the database caps it at what is
+            // free.
+            let want = shortfall.max(s.limit * self.settings.lease_fraction).max(amount * LEASE_REQUESTS);
             self.sync_request(account, &s, want, shortfall)
         };
         self.round_trips.fetch_add(1, Ordering::Relaxed);

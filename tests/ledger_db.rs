@@ -146,7 +146,7 @@ async fn postgres_outage_loses_and_duplicates_nothing() {
         tokio::spawn(async move {
             let mut expected = Decimal::ZERO;
             let mut slowest = Duration::ZERO;
-            for i in 0..4000u64 {
+            for i in 0..16000u64 {
                 let e = entry(i);
                 expected += e.cost;
                 let t = Instant::now();
@@ -162,17 +162,18 @@ async fn postgres_outage_loses_and_duplicates_nothing() {
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     forwarder.stop().await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Longer than the pool's 3 s acquire timeout, within which sqlx would quietly retry and hide the outage.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     forwarder.resume().await;
     let (expected, slowest) = producer.await.unwrap();
-    assert!(eventually(Duration::from_secs(30), || async { ledger_totals(&store).await.0 == 4000 }).await,
+    assert!(eventually(Duration::from_secs(30), || async { ledger_totals(&store).await.0 == 16000 }).await,
         "stats {:?}, stored {:?}", ledger.stats(), ledger_totals(&store).await);
     ledger.drain().await;
     let stats = ledger.stats();
     eprintln!("outage stats: {stats:?}; slowest record() {slowest:?}");
     assert!(stats.spooled > 0 && stats.replayed > 0, "the outage must have gone through the spool: {stats:?}");
     assert_eq!(stats.lost, 0);
-    assert_eq!(ledger_totals(&store).await, (4000, expected));
-    assert_eq!(rollup_totals(&store).await, (4000, expected));
+    assert_eq!(ledger_totals(&store).await, (16000, expected));
+    assert_eq!(rollup_totals(&store).await, (16000, expected));
     assert!(slowest < Duration::from_millis(20), "record() must not wait for the database: {slowest:?}");
 }

@@ -16,9 +16,11 @@ use crate::store::Store;
 
 /// How long one insert may take before the batch is treated as failed and spooled. If it did commit after all,
 /// the replay finds the rows present and skips them.
-const INSERT_TIMEOUT: Duration = Duration::from_secs(5);
+const INSERT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the writer checks whether an unreachable database is back (and replays the spool).
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the ping that checks for a returning database may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// What the ledger has done since it started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -208,7 +210,7 @@ impl Writer {
         if batch.is_empty() {
             return;
         }
-        if self.db_up.load(Ordering::Relaxed) || self.probe_due() {
+        if self.db_up.load(Ordering::Relaxed) || self.probe().await {
             match self.insert(&batch).await {
                 Ok(()) => return,
                 Err(e) => {
@@ -236,6 +238,16 @@ impl Writer {
         }
     }
 
+    /// While the database is down: at most every retry interval, a quick ping with a short timeout, so that
+    /// batches keep going to the spool promptly (and a `kill -9` loses little) instead of waiting out the
+    /// pool's connect timeout on every batch.
+    async fn probe(&mut self) -> bool {
+        if !self.probe_due() {
+            return false;
+        }
+        matches!(tokio::time::timeout(PROBE_TIMEOUT, self.store.ping()).await, Ok(Ok(())))
+    }
+
     async fn insert(&mut self, rows: &[Row]) -> Result<(), String> {
         for chunk in rows.chunks(self.max_batch) {
             let inserted = tokio::time::timeout(INSERT_TIMEOUT, sql::insert(&self.store, chunk, &mut self.known))
@@ -255,7 +267,7 @@ impl Writer {
         if !self.spool.is_dirty() {
             return;
         }
-        if !self.db_up.load(Ordering::Relaxed) && !self.probe_due() {
+        if !self.db_up.load(Ordering::Relaxed) && !self.probe().await {
             return;
         }
         let segments = match self.spool.rotate().await {
