@@ -51,7 +51,6 @@ pub struct Authenticator {
 /// Takes the key from `Authorization: Bearer …` (OpenAI clients) or `x-api-key` (Anthropic clients).
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let v = v.trim();
         let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim();
         if !token.is_empty() {
             return Some(token);

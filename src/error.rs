@@ -44,6 +44,8 @@ pub enum ErrorKind {
     Forbidden,
     /// Unknown model or endpoint.
     NotFound,
+    /// The endpoint exists but not with this HTTP method.
+    MethodNotAllowed,
     /// A hard budget is exhausted.
     BudgetExceeded,
     /// The upstream answered with a 4xx; its status and (already translated) body are passed through.
@@ -117,6 +119,7 @@ impl Error {
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::UpstreamRejected { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
@@ -135,6 +138,7 @@ impl Error {
             | ErrorKind::Unauthorized
             | ErrorKind::Forbidden
             | ErrorKind::NotFound
+            | ErrorKind::MethodNotAllowed
             | ErrorKind::BudgetExceeded => Fault::Client,
             ErrorKind::UpstreamRejected { .. } | ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => {
                 Fault::Upstream
@@ -146,8 +150,12 @@ impl Error {
     /// OpenAI's `type` field.
     fn type_str(&self) -> &'static str {
         match &self.kind {
-            ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge | ErrorKind::NotFound => "invalid_request_error",
-            ErrorKind::Unauthorized => "authentication_error",
+            // OpenAI itself answers a bad key with `invalid_request_error` (and code `invalid_api_key`).
+            ErrorKind::InvalidRequest
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::NotFound
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::Unauthorized => "invalid_request_error",
             ErrorKind::Forbidden => "permission_error",
             ErrorKind::BudgetExceeded => "insufficient_quota",
             ErrorKind::UpstreamRejected { .. } | ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => {
@@ -177,6 +185,7 @@ impl Error {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotFound => "not_found",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::BudgetExceeded => "budget_exceeded",
             ErrorKind::UpstreamRejected { .. } => "upstream_rejected",
             ErrorKind::UpstreamFailed => "upstream_failed",

@@ -7,7 +7,8 @@
 //! - `classify`: difficulty and task type from a local embedding model.
 //! - [`route`]: the cheapest model that meets the policy for this query (pure).
 //! - [`budget`]: reserve the request's maximum cost before calling upstream.
-//! - `upstream` + `providers`: the pooled HTTPS client and the provider adapters (OpenAI, Anthropic).
+//! - `upstream` + [`providers`]: the pooled HTTPS client and the provider adapters (OpenAI, Anthropic); [`sse`]
+//!   parses and encodes the event streams they carry.
 //! - [`usage`] + [`cost`]: tokens from the response, priced in decimal (pure).
 //! - [`ledger`]: one append-only spend row per request; budgets settled.
 //! - [`metrics`]: Prometheus counters and histograms derived from ledger entries.
@@ -15,15 +16,26 @@
 //! Around them: [`config`] (YAML, two-stage validation), [`store`] (Postgres or SQLite), [`error`] (the one
 //! error type, in OpenAI's shape).
 
+pub mod api;
 pub mod auth;
 pub mod budget;
+pub mod cli;
 pub mod config;
 pub mod cost;
 pub mod error;
+pub mod estimate;
 pub mod ledger;
 pub mod metrics;
+pub mod pipeline;
 pub mod policy;
+pub mod providers;
 pub mod route;
+pub mod server;
+pub mod sse;
+pub mod state;
 pub mod store;
+pub mod upstream;
 pub mod usage;
 pub mod usage_estimate;
+
+pub use server::run;

@@ -104,6 +104,8 @@ pub struct LedgerEntry {
     pub ttft_ms: Option<u32>,
     pub status: Status,
     pub http_status: u16,
+    /// Time spent inside Switchyard itself (everything but waiting for the upstream).
+    pub overhead_us: u64,
 }
 
 /// A ledger row as stored and spooled: owned, serialisable, with its time truncated to the microsecond that both

@@ -317,11 +317,10 @@ fn default_format_json() -> Format {
     Format::Json
 }
 
-/// `GET /admin/spend?by=…&since=…&format=…`: the same report over HTTP (JSON unless asked otherwise). The
-/// router must put it behind the admin key; `S` is any state from which a [`Store`] can be taken
-/// (`impl FromRef<AppState> for Store`).
-pub async fn spend_handler(State(store): State<Store>, Query(q): Query<SpendQuery>) -> Response {
-    match spend(&store, q.by, since_day(q.since), q.team.as_deref()).await {
+/// `GET /admin/spend?by=…&since=…&format=…`: the same report over HTTP (JSON unless asked otherwise), behind
+/// the admin key like every `/admin` route.
+pub async fn spend_handler(State(state): State<crate::state::AppState>, Query(q): Query<SpendQuery>) -> Response {
+    match spend(&state.store, q.by, since_day(q.since), q.team.as_deref()).await {
         Ok(lines) => {
             let content_type = match q.format {
                 Format::Json => "application/json",

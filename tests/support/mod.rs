@@ -82,6 +82,7 @@ pub fn entry(i: u64) -> LedgerEntry {
         ttft_ms: Some(40),
         status: Status::Ok,
         http_status: 200,
+        overhead_us: 900,
     }
 }
 

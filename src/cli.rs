@@ -1,0 +1,177 @@
+//! The command line: `serve` (default), `migrate`, `config check`, `keys …`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ProcessEnv};
+use crate::store::Store;
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "A cost-optimising reverse proxy for LLM APIs")]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = "SWITCHYARD_CONFIG", default_value = "examples/config.yaml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Spend report: `spend --by team|user|model|day --since 30d [--format table|json|csv]`.
+    Spend(crate::ledger::report::SpendArgs),
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file and report every problem; exits non-zero on any.
+    Check {
+        /// The file to check (defaults to --config).
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once and only its hash is stored.
+    Create(CreateKeyArgs),
+    /// List keys (prefixes only).
+    List {
+        #[arg(long)]
+        team: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id or prefix.
+    Revoke { id: String },
+}
+
+#[derive(Args)]
+pub struct CreateKeyArgs {
+    #[arg(long)]
+    pub user: String,
+    #[arg(long)]
+    pub team: String,
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path, &ProcessEnv).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn open_store(path: &Path) -> anyhow::Result<Store> {
+    let config = load_config(path)?;
+    Store::open(&config.database_url)
+        .await
+        .with_context(|| format!("cannot open the database at {}", crate::config::redact_url(&config.database_url)))
+}
+
+pub fn init_logging(config: Option<&Config>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = config.is_some_and(|c| c.log.format == crate::config::LogFormat::Json);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let result = if json { builder.json().try_init() } else { builder.try_init() };
+    if let Err(e) = result {
+        eprintln!("logging already initialised: {e}");
+    }
+}
+
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let config = load_config(&cli.config)?;
+            init_logging(Some(&config));
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            crate::server::run(config, listener, crate::server::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            init_logging(None);
+            let store = open_store(&cli.config).await?;
+            println!("migrations applied ({})", store.backend());
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let path = file.unwrap_or(cli.config);
+            let config = load_config(&path)?;
+            println!(
+                "{}: ok ({} deployments, {} models, prices as of {})",
+                path.display(),
+                config.deployments.len(),
+                config.catalogue.models.len(),
+                config.catalogue.prices_as_of.as_deref().unwrap_or("unknown")
+            );
+            for d in config.deployments.values().filter(|d| d.missing_credentials()) {
+                println!(
+                    "warning: deployment {} needs {} to be set",
+                    d.name,
+                    d.api_key_env.as_deref().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Keys(cmd) => {
+            init_logging(None);
+            let store = open_store(&cli.config).await?;
+            keys(&store, cmd).await
+        }
+        Command::Spend(args) => {
+            init_logging(None);
+            let store = open_store(&cli.config).await?;
+            print!("{}", crate::ledger::report::run(&store, &args).await?);
+            Ok(())
+        }
+    }
+}
+
+async fn keys(store: &Store, cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Create(args) => {
+            let new = store.create_key(&args.user, &args.team, args.label.as_deref()).await?;
+            eprintln!("Created key {} for user {} in team {}.", new.record.id, new.record.user, new.record.team);
+            eprintln!("Store it now: it is shown only once.");
+            println!("{}", new.plaintext);
+        }
+        KeysCommand::List { team, json } => {
+            let keys = store.list_keys(team.as_deref()).await?;
+            if json {
+                let rows: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({"id": k.id, "prefix": k.prefix, "user": k.user, "team": k.team,
+                            "label": k.label, "created_at": k.created_at, "revoked_at": k.revoked_at})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<38} {:<12} {:<20} {:<16} {:<8}", "ID", "PREFIX", "USER", "TEAM", "STATUS");
+                for k in keys {
+                    let status = if k.is_active() { "active" } else { "revoked" };
+                    println!("{:<38} {:<12} {:<20} {:<16} {:<8}", k.id, k.prefix, k.user, k.team, status);
+                }
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            let key = store.revoke_key(&id).await?;
+            println!("revoked {} ({}, user {}, team {})", key.id, key.prefix, key.user, key.team);
+        }
+    }
+    Ok(())
+}

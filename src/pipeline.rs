@@ -1,0 +1,834 @@
+//! The request pipeline: auth → policy → classify → route → budget → upstream → usage → ledger → metrics.
+//!
+//! Each endpoint handler authenticates and then calls [`proxy`], which runs the remaining stages. A request's
+//! outcome is recorded exactly once by [`Finisher`]: for a plain response when the body has been read, for a
+//! stream when it ends, fails **or is dropped** (client disconnect) — the stream wrapper's `Drop` fires the
+//! record, because code after the last `yield` of a stream is not guaranteed to run.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use chrono::Utc;
+use futures::Stream;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{Map, Value};
+
+use crate::auth::Principal;
+use crate::config::{Capability, Price, ProviderKind};
+use crate::error::{Error, ErrorKind};
+use crate::ledger::{LedgerEntry, Status};
+use crate::providers::{anthropic, openai};
+use crate::route::{self, Decision, RequestFacts, RouteError, Target};
+use crate::sse::SseParser;
+use crate::state::AppState;
+use crate::usage::Usage;
+use crate::{cost, estimate};
+
+/// The client-facing operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    /// Anthropic's Messages API, for Anthropic clients; served by Anthropic-kind deployments only.
+    Messages,
+}
+
+impl Endpoint {
+    /// `gen_ai.operation.name` in the OpenTelemetry GenAI conventions.
+    pub fn operation(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions | Endpoint::Messages => "chat",
+            Endpoint::Completions => "text_completion",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+
+    fn openai_path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Messages => "/messages",
+        }
+    }
+}
+
+/// Per-request facts every stage may read.
+pub struct Call {
+    pub request_id: String,
+    pub started: Instant,
+    pub principal: Arc<Principal>,
+    pub endpoint: Endpoint,
+    /// Headers of the client request (for `anthropic-beta` and similar pass-through headers).
+    pub headers: HeaderMap,
+}
+
+/// The response headers Switchyard adds.
+pub const MODEL_HEADER: &str = "x-switchyard-model";
+pub const ROUTE_HEADER: &str = "x-switchyard-route";
+pub const DIFFICULTY_HEADER: &str = "x-switchyard-difficulty";
+pub const OVERHEAD_HEADER: &str = "x-switchyard-overhead-ms";
+
+/// How many response bytes of a non-streamed answer we hold at most (a runaway upstream must not exhaust memory).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Error> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Error::invalid_request("The request body must be a JSON object.")),
+        Err(e) => Err(Error::invalid_request(format!(
+            "We could not parse the JSON body of your request. ({e}) Send valid JSON with Content-Type: application/json."
+        ))),
+    }
+}
+
+/// What the request needs from a model, read off the body.
+fn facts_of(endpoint: Endpoint, body: &Map<String, Value>, raw_len: usize) -> RequestFacts {
+    let mut needs = BTreeSet::new();
+    if body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) || body.contains_key("functions") {
+        needs.insert(Capability::Tools);
+    }
+    if let Some(rf) = body.get("response_format").and_then(|r| r.get("type")).and_then(Value::as_str)
+        && rf != "text"
+    {
+        needs.insert(Capability::JsonMode);
+    }
+    if endpoint == Endpoint::Embeddings {
+        needs.insert(Capability::Embeddings);
+    }
+    let has_image = body.get("messages").and_then(Value::as_array).is_some_and(|msgs| {
+        msgs.iter().any(|m| {
+            m.get("content").and_then(Value::as_array).is_some_and(|parts| {
+                parts.iter().any(|p| matches!(p.get("type").and_then(Value::as_str), Some("image_url" | "image")))
+            })
+        })
+    });
+    if has_image {
+        needs.insert(Capability::Vision);
+    }
+    let max_tokens = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64));
+    RequestFacts {
+        // About four bytes of JSON per token: good enough to compare prices and check context windows; the
+        // ledger uses the provider's own count.
+        estimated_input_tokens: (raw_len / 4) as u64,
+        max_tokens,
+        needs,
+        stream: body.get("stream").and_then(Value::as_bool) == Some(true),
+    }
+}
+
+fn route_error(e: RouteError) -> Error {
+    match e {
+        RouteError::UnknownModel(m) => Error::model_not_found(&m),
+        RouteError::Denied(why) => Error::new(ErrorKind::Forbidden, why).with_param("model").with_code("model_not_allowed"),
+        RouteError::NoCandidate(why) => Error::invalid_request(format!("No model can serve this request: {why}"))
+            .with_param("model")
+            .with_code("no_eligible_model"),
+    }
+}
+
+/// Runs the pipeline from policy to response for an authenticated call.
+pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response, Error> {
+    let mut request = parse_object(&body)?;
+    let requested = match request.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        _ => return Err(Error::invalid_request("You must provide a model parameter.").with_param("model")),
+    };
+    let policy = state.policies.for_team(&call.principal.team);
+    let facts = facts_of(call.endpoint, &request, body.len());
+    // Classification arrives with the classifier module; until then routed requests use the fallback floor.
+    let signal = None;
+    let decision = route::decide(&policy, &state.catalogue, &requested, &facts, signal).map_err(route_error)?;
+
+    let targets: Vec<&Target> = decision
+        .targets
+        .iter()
+        .filter(|t| call.endpoint != Endpoint::Messages || t.deployment.kind == ProviderKind::Anthropic)
+        .collect();
+    if targets.is_empty() {
+        return Err(Error::invalid_request(format!(
+            "The model `{requested}` is not served by an Anthropic deployment, which /v1/messages requires."
+        ))
+        .with_param("model"));
+    }
+
+    let mut last_error = None;
+    for (attempt, target) in targets.iter().enumerate() {
+        let max_output = facts.max_tokens.or(target.model.max_output_tokens.map(u64::from)).unwrap_or(4096);
+        let reservation = state
+            .budgets
+            .reserve(
+                &call.principal,
+                &crate::budget::specs_of(&policy),
+                cost::max_cost(facts.estimated_input_tokens, max_output, &target.model.price),
+                target.model.local,
+            )
+            .await?;
+        let upstream_body = upstream_body(call.endpoint, &mut request, target)?;
+        let upstream_request = match target.deployment.kind {
+            ProviderKind::OpenAi => {
+                openai::build_request(&target.deployment, call.endpoint.openai_path(), upstream_body.body)?
+            }
+            ProviderKind::Anthropic => {
+                anthropic_request(&target.deployment, &call.headers, upstream_body.body)?
+            }
+        };
+        let finisher = Finisher {
+            state: state.clone(),
+            request_id: call.request_id.clone(),
+            started: call.started,
+            principal: call.principal.clone(),
+            endpoint: call.endpoint,
+            requested: requested.clone(),
+            target: (*target).clone(),
+            decision: DecisionSummary::of(&decision),
+            reservation: Some(reservation),
+            estimated_input_tokens: facts.estimated_input_tokens,
+            upstream_time: Duration::ZERO,
+        };
+        let sent = Instant::now();
+        match state.upstream.send(&target.deployment, upstream_request).await {
+            Ok(response) => {
+                let status = response.status();
+                let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+                if retryable && attempt + 1 < targets.len() {
+                    tracing::warn!(
+                        request_id = %call.request_id, deployment = %target.deployment.name,
+                        status = status.as_u16(), "upstream refused; trying the next target"
+                    );
+                    finisher.finish_error(&Error::upstream_failed(format!("upstream status {status}")));
+                    last_error = Some(Error::upstream_failed(format!(
+                        "The upstream provider for `{}` answered {status}.",
+                        target.model.name
+                    )));
+                    continue;
+                }
+                return respond(finisher, response, sent, upstream_body.client_wants_usage, facts.stream).await;
+            }
+            Err(e) => {
+                tracing::warn!(request_id = %call.request_id, deployment = %target.deployment.name, error = %e, "upstream call failed");
+                let error = match e {
+                    crate::upstream::UpstreamError::Timeout { .. } => Error::upstream_timeout(format!(
+                        "The upstream provider for `{}` did not answer in time.",
+                        target.model.name
+                    )),
+                    crate::upstream::UpstreamError::MissingCredentials { ref var, .. } => Error::upstream_failed(
+                        format!("The deployment for `{}` is not configured: its API key ({var}) is not set.", target.model.name),
+                    ),
+                    _ => Error::upstream_failed(format!(
+                        "The upstream provider for `{}` could not be reached.",
+                        target.model.name
+                    )),
+                };
+                finisher.finish_error(&error);
+                last_error = Some(error);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| Error::internal("no upstream target was tried")))
+}
+
+struct UpstreamBody {
+    body: Bytes,
+    client_wants_usage: bool,
+}
+
+fn upstream_body(endpoint: Endpoint, request: &mut Map<String, Value>, target: &Target) -> Result<UpstreamBody, Error> {
+    let upstream_model = &target.model.upstream_model;
+    let serialize = |v: &Map<String, Value>| {
+        serde_json::to_vec(v).map(Bytes::from).map_err(|e| Error::internal(format!("cannot serialise request: {e}")))
+    };
+    match (target.deployment.kind, endpoint) {
+        (ProviderKind::OpenAi, Endpoint::Messages) => Err(Error::internal("messages endpoint on an openai deployment")),
+        (ProviderKind::OpenAi, _) => {
+            let client_wants_usage =
+                openai::prepare_body(request, upstream_model, target.deployment.azure_api_version.is_some());
+            Ok(UpstreamBody { body: serialize(request)?, client_wants_usage })
+        }
+        (ProviderKind::Anthropic, Endpoint::ChatCompletions) => {
+            let client_wants_usage = crate::usage::wants_stream_usage(request);
+            let translated = anthropic::chat_request_to_messages(request, upstream_model).map_err(|e| {
+                let mut err = Error::invalid_request(e.to_string());
+                if let Some(p) = e.param() {
+                    err = err.with_param(p);
+                }
+                err
+            })?;
+            let body = serde_json::to_vec(&translated)
+                .map(Bytes::from)
+                .map_err(|e| Error::internal(format!("cannot serialise request: {e}")))?;
+            Ok(UpstreamBody { body, client_wants_usage })
+        }
+        (ProviderKind::Anthropic, Endpoint::Messages) => {
+            request.insert("model".to_owned(), Value::String(upstream_model.clone()));
+            Ok(UpstreamBody { body: serialize(request)?, client_wants_usage: true })
+        }
+        (ProviderKind::Anthropic, Endpoint::Completions | Endpoint::Embeddings) => Err(Error::invalid_request(
+            format!("The model `{}` is served by Anthropic, which has no {} endpoint.", target.model.name, endpoint.operation()),
+        )
+        .with_param("model")),
+    }
+}
+
+/// Client headers forwarded to Anthropic (feature flags the client opted into).
+const ANTHROPIC_PASSTHROUGH: [&str; 1] = ["anthropic-beta"];
+
+fn anthropic_request(
+    deployment: &crate::config::Deployment,
+    client_headers: &HeaderMap,
+    body: Bytes,
+) -> Result<http::Request<http_body_util::Full<Bytes>>, Error> {
+    let mut builder = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(format!("{}/v1/messages", deployment.base_url))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("anthropic-version", deployment.anthropic_version.as_str())
+        .header(header::USER_AGENT, concat!("switchyard/", env!("CARGO_PKG_VERSION")));
+    if let Some(key) = &deployment.api_key {
+        let mut value = HeaderValue::try_from(key.expose())
+            .map_err(|_| Error::internal(format!("deployment {} has a malformed API key", deployment.name)))?;
+        value.set_sensitive(true);
+        builder = builder.header("x-api-key", value);
+    }
+    for name in ANTHROPIC_PASSTHROUGH {
+        if let Some(v) = client_headers.get(name) {
+            builder = builder.header(name, v);
+        }
+    }
+    for (name, value) in &deployment.headers {
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(http_body_util::Full::new(body))
+        .map_err(|_| Error::internal(format!("cannot build the request to deployment {}", deployment.name)))
+}
+
+/// What of the routing decision the ledger and the response headers need.
+#[derive(Clone)]
+struct DecisionSummary {
+    reason: &'static str,
+    detail: String,
+    routed: bool,
+    difficulty: Option<f32>,
+    baseline_price: Option<Price>,
+}
+
+impl DecisionSummary {
+    fn of(d: &Decision) -> Self {
+        DecisionSummary {
+            reason: d.reason,
+            detail: d.detail.clone(),
+            routed: d.routed,
+            difficulty: d.difficulty,
+            baseline_price: d.baseline.as_ref().map(|m| m.price),
+        }
+    }
+}
+
+/// Records a request's outcome exactly once: ledger row, budget settlement, metrics, the request log line.
+struct Finisher {
+    state: AppState,
+    request_id: String,
+    started: Instant,
+    principal: Arc<Principal>,
+    endpoint: Endpoint,
+    requested: String,
+    target: Target,
+    decision: DecisionSummary,
+    reservation: Option<crate::budget::Reservation>,
+    estimated_input_tokens: u64,
+    /// Time spent waiting on the upstream (head and body), excluded from the proxy's overhead.
+    upstream_time: Duration,
+}
+
+struct Outcome {
+    usage: Usage,
+    estimated: bool,
+    status: Status,
+    http_status: u16,
+    ttft: Option<Duration>,
+}
+
+impl Finisher {
+    fn overhead(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.upstream_time)
+    }
+
+    fn finish_error(self, error: &Error) {
+        let status = if error.fault() == crate::error::Fault::Client { Status::Rejected } else { Status::Failed };
+        self.finish(Outcome {
+            usage: Usage::default(),
+            estimated: false,
+            status,
+            http_status: error.status_code().as_u16(),
+            ttft: None,
+        });
+    }
+
+    fn finish(mut self, outcome: Outcome) {
+        let price = self.target.model.price;
+        let cost = cost::cost(&outcome.usage, &price);
+        let baseline_cost = self.decision.baseline_price.map_or(cost, |p| cost::cost(&outcome.usage, &p));
+        if let Some(reservation) = self.reservation.take() {
+            reservation.settle(cost);
+        }
+        let latency = self.started.elapsed();
+        let entry = LedgerEntry {
+            request_id: self.request_id.clone(),
+            time: Utc::now(),
+            user: self.principal.user.clone(),
+            team: self.principal.team.clone(),
+            key_id: self.principal.key_id.clone(),
+            requested_model: self.requested.clone(),
+            routed_model: self.target.model.name.clone(),
+            provider: self.target.deployment.kind.as_str().to_owned(),
+            deployment: self.target.deployment.name.clone(),
+            endpoint: self.endpoint.operation(),
+            usage: outcome.usage,
+            estimated: outcome.estimated,
+            price_input: price.input,
+            price_output: price.output,
+            price_cached_input: price.cached_input,
+            cost,
+            baseline_cost,
+            local: self.target.model.local,
+            difficulty: self.decision.difficulty,
+            task: None,
+            route_reason: self.decision.reason.to_owned(),
+            latency_ms: u32::try_from(latency.as_millis()).unwrap_or(u32::MAX),
+            ttft_ms: outcome.ttft.map(|t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX)),
+            status: outcome.status,
+            http_status: outcome.http_status,
+            overhead_us: u64::try_from(self.overhead().as_micros()).unwrap_or(u64::MAX),
+        };
+        self.state.metrics.observe(&entry);
+        tracing::info!(
+            request_id = %entry.request_id,
+            team = %entry.team,
+            model = %entry.routed_model,
+            route = %entry.route_reason,
+            cost = %entry.cost,
+            input_tokens = entry.usage.input_tokens,
+            output_tokens = entry.usage.output_tokens,
+            latency_ms = entry.latency_ms,
+            status = entry.status.as_str(),
+            "request"
+        );
+        self.state.ledger.record(entry);
+    }
+
+    fn headers(&self, headers: &mut HeaderMap) {
+        let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(HeaderName::from_static(name), v);
+            }
+        };
+        set(headers, MODEL_HEADER, &self.target.model.name);
+        if self.decision.routed {
+            set(headers, ROUTE_HEADER, &self.decision.detail);
+        }
+        if let Some(d) = self.decision.difficulty {
+            set(headers, DIFFICULTY_HEADER, &format!("{d:.3}"));
+        }
+        set(headers, OVERHEAD_HEADER, &format!("{:.3}", self.overhead().as_secs_f64() * 1000.0));
+    }
+}
+
+/// Upstream response headers worth passing on (rate-limit state the client may act on).
+fn copy_upstream_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        let n = name.as_str();
+        if n.starts_with("x-ratelimit-") || n == "retry-after" || n.starts_with("anthropic-ratelimit-") {
+            to.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+async fn respond(
+    mut finisher: Finisher,
+    response: http::Response<Incoming>,
+    sent: Instant,
+    client_wants_usage: bool,
+    stream: bool,
+) -> Result<Response, Error> {
+    let (parts, body) = response.into_parts();
+    let kind = finisher.target.deployment.kind;
+    let endpoint = finisher.endpoint;
+    let is_sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+
+    if parts.status.is_success() && stream && is_sse {
+        finisher.upstream_time = sent.elapsed();
+        let processor: Box<dyn StreamProcessor> = match (kind, endpoint) {
+            (ProviderKind::Anthropic, Endpoint::ChatCompletions) => {
+                Box::new(AnthropicToChat::new(&finisher.target.model.name, client_wants_usage))
+            }
+            (ProviderKind::Anthropic, _) => Box::new(MessagesPassthrough::default()),
+            (ProviderKind::OpenAi, _) => Box::new(OpenAiPassthrough::new(client_wants_usage)),
+        };
+        let mut builder = Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .header(header::CACHE_CONTROL, "no-cache");
+        if let Some(headers) = builder.headers_mut() {
+            copy_upstream_headers(&parts.headers, headers);
+            finisher.headers(headers);
+        }
+        let idle = finisher.target.deployment.timeouts.first_byte;
+        let stream = AccountedStream {
+            body,
+            processor,
+            pending: VecDeque::new(),
+            finisher: Some(finisher),
+            sent,
+            ttft: None,
+            idle_timeout: idle,
+            idle: Box::pin(tokio::time::sleep(idle)),
+            done: false,
+        };
+        return builder.body(Body::from_stream(stream)).map_err(|e| Error::internal(format!("response: {e}")));
+    }
+
+    // A plain body: read it whole, at most the deployment's total timeout.
+    let total = finisher.target.deployment.timeouts.total;
+    let collected = tokio::time::timeout(total, http_body_util::Limited::new(body, MAX_RESPONSE_BYTES).collect()).await;
+    finisher.upstream_time = sent.elapsed();
+    let bytes = match collected {
+        Err(_) => {
+            let e = Error::upstream_timeout(format!("The upstream provider for `{}` did not finish in time.", finisher.target.model.name));
+            finisher.finish_error(&e);
+            return Err(e);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(request_id = %finisher.request_id, error = %e, "upstream body failed");
+            let e = Error::upstream_failed(format!("The upstream provider for `{}` broke off its answer.", finisher.target.model.name));
+            finisher.finish_error(&e);
+            return Err(e);
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+
+    if parts.status.is_client_error() {
+        let body = match (kind, endpoint) {
+            (ProviderKind::Anthropic, Endpoint::ChatCompletions) => {
+                Bytes::from(anthropic::error_body_to_openai(parts.status.as_u16(), &bytes).to_string())
+            }
+            _ => bytes,
+        };
+        let status = parts.status.as_u16();
+        let error = Error::new(ErrorKind::UpstreamRejected { status, body }, format!("upstream answered {status}"));
+        finisher.finish_error(&error);
+        let mut response = axum::response::IntoResponse::into_response(error);
+        copy_upstream_headers(&parts.headers, response.headers_mut());
+        return Ok(response);
+    }
+    if !parts.status.is_success() {
+        let e = Error::upstream_failed(format!(
+            "The upstream provider for `{}` failed with status {}.",
+            finisher.target.model.name,
+            parts.status.as_u16()
+        ));
+        finisher.finish_error(&e);
+        return Err(e);
+    }
+
+    let (out, usage) = match (kind, endpoint) {
+        (ProviderKind::Anthropic, Endpoint::ChatCompletions) => {
+            let value: Value = serde_json::from_slice(&bytes).map_err(|_| {
+                Error::upstream_failed("The upstream provider answered with malformed JSON.")
+            })?;
+            let translated = anthropic::messages_response_to_chat(&value, &finisher.target.model.name)
+                .map_err(|e| Error::upstream_failed(format!("Cannot translate the provider's answer: {e}")))?;
+            let usage = anthropic::messages_usage_from_json(&value);
+            (Bytes::from(translated.to_string()), usage)
+        }
+        (ProviderKind::Anthropic, _) => {
+            let usage = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| anthropic::messages_usage_from_json(&v));
+            (bytes, usage)
+        }
+        (ProviderKind::OpenAi, _) => {
+            let usage = openai_usage(&bytes);
+            (bytes, usage)
+        }
+    };
+    let (usage, estimated) = match usage {
+        Some(u) => (u, false),
+        None => (estimate::estimate_usage(finisher.estimated_input_tokens, &out), true),
+    };
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(out))
+        .map_err(|e| Error::internal(format!("response: {e}")))?;
+    copy_upstream_headers(&parts.headers, response.headers_mut());
+    finisher.headers(response.headers_mut());
+    finisher.finish(Outcome { usage, estimated, status: Status::Ok, http_status: 200, ttft: None });
+    Ok(response)
+}
+
+/// Reads `usage` off an OpenAI-shaped body without building a tree of the rest of it.
+fn openai_usage(body: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct UsageOnly {
+        usage: Option<Value>,
+    }
+    let parsed: UsageOnly = serde_json::from_slice(body).ok()?;
+    parsed.usage.as_ref().and_then(Usage::from_openai_usage)
+}
+
+/// Turns upstream stream bytes into client frames, keeping track of usage.
+trait StreamProcessor: Send {
+    /// Bytes from the upstream → bytes for the client.
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, String>;
+    /// The upstream ended; any frames still owed (e.g. `[DONE]`).
+    fn finish(&mut self) -> Vec<Bytes>;
+    /// Usage reported so far, if any.
+    fn usage(&self) -> Option<Usage>;
+    /// Output bytes seen, for estimating usage when the provider reports none.
+    fn output_bytes(&self) -> usize;
+    /// The upstream sent its terminal event.
+    fn completed(&self) -> bool;
+}
+
+/// OpenAI-kind streams: frames pass through byte for byte, except the usage-only chunk Switchyard asked for on
+/// the client's behalf, which is removed again when the client did not ask for it.
+struct OpenAiPassthrough {
+    parser: SseParser,
+    watch: crate::usage::OpenAiStreamUsage,
+}
+
+impl OpenAiPassthrough {
+    fn new(client_wants_usage: bool) -> Self {
+        OpenAiPassthrough { parser: SseParser::new(), watch: crate::usage::OpenAiStreamUsage::new(client_wants_usage) }
+    }
+}
+
+impl StreamProcessor for OpenAiPassthrough {
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, String> {
+        let events = self.parser.push(chunk).map_err(|e| e.to_string())?;
+        Ok(events.into_iter().filter(|ev| self.watch.observe(ev)).map(|ev| ev.raw).collect())
+    }
+
+    fn finish(&mut self) -> Vec<Bytes> {
+        match self.parser.finish() {
+            Ok(Some(ev)) if self.watch.observe(&ev) => vec![ev.raw],
+            _ => Vec::new(),
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.watch.usage()
+    }
+
+    fn output_bytes(&self) -> usize {
+        self.watch.generated_text().len()
+    }
+
+    fn completed(&self) -> bool {
+        self.watch.saw_done()
+    }
+}
+
+/// Anthropic streams for OpenAI clients: translated event by event into `chat.completion.chunk` frames.
+struct AnthropicToChat {
+    parser: SseParser,
+    translator: anthropic::StreamTranslator,
+}
+
+impl AnthropicToChat {
+    fn new(model: &str, client_wants_usage: bool) -> Self {
+        AnthropicToChat { parser: SseParser::new(), translator: anthropic::StreamTranslator::new(model, client_wants_usage) }
+    }
+}
+
+impl StreamProcessor for AnthropicToChat {
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, String> {
+        let events = self.parser.push(chunk).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for ev in &events {
+            out.extend(self.translator.push(ev).map_err(|e| e.to_string())?);
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if let Ok(Some(ev)) = self.parser.finish()
+            && let Ok(frames) = self.translator.push(&ev)
+        {
+            out.extend(frames);
+        }
+        if self.translator.saw_stop() {
+            out.extend(self.translator.finish());
+        }
+        out
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.translator.reported_usage()
+    }
+
+    fn output_bytes(&self) -> usize {
+        self.translator.generated_text().len()
+    }
+
+    fn completed(&self) -> bool {
+        self.translator.saw_stop()
+    }
+}
+
+/// `/v1/messages` streams for Anthropic clients: passed through unchanged while usage is read off the events.
+#[derive(Default)]
+struct MessagesPassthrough {
+    parser: SseParser,
+    usage: anthropic::MessagesStreamUsage,
+}
+
+impl StreamProcessor for MessagesPassthrough {
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, String> {
+        let events = self.parser.push(chunk).map_err(|e| e.to_string())?;
+        for ev in &events {
+            self.usage.push(ev);
+        }
+        Ok(events.into_iter().map(|ev| ev.raw).collect())
+    }
+
+    fn finish(&mut self) -> Vec<Bytes> {
+        match self.parser.finish() {
+            Ok(Some(ev)) => {
+                self.usage.push(&ev);
+                vec![ev.raw]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage.usage()
+    }
+
+    fn output_bytes(&self) -> usize {
+        0
+    }
+
+    fn completed(&self) -> bool {
+        self.usage.saw_message_stop()
+    }
+}
+
+/// The streamed response body. Charges what was generated on end, on upstream failure and on drop.
+struct AccountedStream {
+    body: Incoming,
+    processor: Box<dyn StreamProcessor>,
+    pending: VecDeque<Bytes>,
+    finisher: Option<Finisher>,
+    sent: Instant,
+    ttft: Option<Duration>,
+    idle_timeout: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    done: bool,
+}
+
+impl AccountedStream {
+    fn close(&mut self, status: Status) {
+        if let Some(finisher) = self.finisher.take() {
+            let (usage, estimated) = match self.processor.usage() {
+                Some(u) => (u, false),
+                None => (
+                    estimate::estimate_stream_usage(finisher.estimated_input_tokens, self.processor.output_bytes()),
+                    true,
+                ),
+            };
+            let http_status = if status == Status::Ok { 200 } else { 502 };
+            finisher.finish(Outcome { usage, estimated, status, http_status, ttft: self.ttft });
+        }
+    }
+
+    fn error_frame(message: &str) -> Bytes {
+        let body = Error::upstream_failed(message).to_json();
+        Bytes::from(format!("data: {body}\n\n"))
+    }
+}
+
+impl Stream for AccountedStream {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(bytes) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(bytes)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if this.ttft.is_none() {
+                        this.ttft = Some(this.sent.elapsed());
+                    }
+                    let deadline = tokio::time::Instant::now() + this.idle_timeout;
+                    this.idle.as_mut().reset(deadline);
+                    match this.processor.push(&data) {
+                        Ok(frames) => this.pending.extend(frames),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "malformed upstream stream");
+                            this.pending.push_back(Self::error_frame("The upstream provider sent a malformed stream."));
+                            this.done = true;
+                            this.close(Status::Failed);
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "upstream stream broke off");
+                    this.pending.extend(this.processor.finish());
+                    this.pending.push_back(Self::error_frame("The upstream provider broke off the stream."));
+                    this.done = true;
+                    this.close(Status::Failed);
+                }
+                Poll::Ready(None) => {
+                    this.pending.extend(this.processor.finish());
+                    this.done = true;
+                    if this.processor.completed() {
+                        this.close(Status::Ok);
+                    } else {
+                        this.pending.push_back(Self::error_frame("The upstream provider ended the stream early."));
+                        this.close(Status::Failed);
+                    }
+                }
+                Poll::Pending => {
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        this.pending.push_back(Self::error_frame("The upstream provider stopped sending."));
+                        this.done = true;
+                        this.close(Status::Failed);
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for AccountedStream {
+    fn drop(&mut self) {
+        // The client went away before the stream ended: charge what was generated so far.
+        self.close(Status::Cancelled);
+    }
+}

@@ -1,0 +1,74 @@
+//! The `openai` provider kind: OpenAI itself and every OpenAI-compatible server (Azure OpenAI, Gemini's OpenAI
+//! endpoint, Groq, Together, Mistral, Ollama, vLLM, llama.cpp). Requests pass through as JSON objects so fields
+//! Switchyard does not know reach the upstream untouched; only `model` and, for streams, `stream_options` change.
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, header};
+use http_body_util::Full;
+use serde_json::{Map, Value};
+
+use crate::config::Deployment;
+use crate::error::Error;
+
+/// Sets the upstream model id and, for streams, asks for the usage chunk so spend is exact. Returns whether
+/// the client itself asked for usage (if not, the proxy removes that extra chunk again).
+pub fn prepare_body(body: &mut Map<String, Value>, upstream_model: &str, azure: bool) -> bool {
+    // Azure selects the model by deployment URL and ignores the field; keep the caller's there.
+    if !azure {
+        body.insert("model".to_owned(), Value::String(upstream_model.to_owned()));
+    }
+    crate::usage::request_stream_usage(body)
+}
+
+/// Builds the upstream request for `path` (e.g. `/chat/completions`).
+pub fn build_request(deployment: &Deployment, path: &str, body: Bytes) -> Result<Request<Full<Bytes>>, Error> {
+    let mut uri = format!("{}{}", deployment.base_url, path);
+    if let Some(version) = &deployment.azure_api_version {
+        uri.push_str("?api-version=");
+        uri.push_str(version);
+    }
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/json, text/event-stream")
+        .header(header::USER_AGENT, concat!("switchyard/", env!("CARGO_PKG_VERSION")));
+    if let Some(key) = &deployment.api_key {
+        let (name, value) = if deployment.azure_api_version.is_some() {
+            ("api-key", key.expose().to_owned())
+        } else {
+            ("authorization", format!("Bearer {}", key.expose()))
+        };
+        let mut value = HeaderValue::try_from(value)
+            .map_err(|_| Error::internal(format!("deployment {} has a malformed API key", deployment.name)))?;
+        value.set_sensitive(true);
+        builder = builder.header(name, value);
+    }
+    for (name, value) in &deployment.headers {
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(Full::new(body))
+        .map_err(|_| Error::internal(format!("cannot build the request to deployment {}", deployment.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stream_requests_ask_for_usage_and_remember_the_client_did_not() {
+        let mut body = json!({"model": "auto", "stream": true, "x_unknown": {"a": 1}}).as_object().unwrap().clone();
+        assert!(!prepare_body(&mut body, "gpt-4o-mini-2024-07-18", false));
+        assert_eq!(body["model"], "gpt-4o-mini-2024-07-18");
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert_eq!(body["x_unknown"], json!({"a": 1}));
+
+        let mut body = json!({"model": "m", "stream": true, "stream_options": {"include_usage": true}});
+        assert!(prepare_body(body.as_object_mut().unwrap(), "m", false));
+        let mut body = json!({"model": "m"});
+        assert!(!prepare_body(body.as_object_mut().unwrap(), "m", false));
+        assert!(body.get("stream_options").is_none());
+    }
+}

@@ -1,0 +1,196 @@
+//! Accept loop, TLS termination and graceful shutdown.
+//!
+//! [`run`] is what the binary calls and what tests call: give it a config, a bound listener and a shutdown
+//! future. On shutdown it stops accepting, lets in-flight requests and streams finish within the configured
+//! grace period, then drains the ledger.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::budget::{Budgets, LeaseSettings};
+use crate::config::{Config, TlsFiles};
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::policy::{Policies, Policy};
+use crate::state::AppState;
+use crate::store::Store;
+use crate::upstream::Upstream;
+
+/// Builds every long-lived component from the validated config.
+pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    let store = Store::open(&config.database_url)
+        .await
+        .with_context(|| format!("cannot open the database at {}", crate::config::redact_url(&config.database_url)))?;
+    let upstream = Upstream::new(config.deployments.values()).context("cannot build the upstream client")?;
+    let metrics = Metrics::new().context("cannot register metrics")?;
+    for d in config.deployments.values().filter(|d| d.missing_credentials()) {
+        tracing::warn!(
+            deployment = %d.name,
+            variable = d.api_key_env.as_deref().unwrap_or_default(),
+            "API key variable is not set; requests routed to this deployment will fail"
+        );
+    }
+    Ok(AppState {
+        catalogue: config.catalogue.clone(),
+        auth: Authenticator::new(store.clone()),
+        policies: Policies::new(Policy::default()),
+        upstream,
+        budgets: Budgets::new(store.clone(), LeaseSettings::default()),
+        ledger: Ledger::start(store.clone(), &config.ledger).with_context(|| {
+            format!("cannot open the ledger spool in {}", config.ledger.spool_dir.display())
+        })?,
+        metrics,
+        store,
+        tasks: TaskTracker::new(),
+        draining: Arc::new(AtomicBool::new(false)),
+        config: Arc::new(config),
+    })
+}
+
+fn tls_acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(&files.cert).with_context(|| format!("cannot open {}", files.cert.display()))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .with_context(|| format!("cannot read certificates from {}", files.cert.display()))?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(&files.key).with_context(|| format!("cannot open {}", files.key.display()))?,
+    ))
+    .with_context(|| format!("cannot read the private key from {}", files.key.display()))?
+    .with_context(|| format!("no private key in {}", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not match")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Runs the proxy until `shutdown` resolves.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let state = build_state(config).await?;
+    serve(state, listener, shutdown).await
+}
+
+/// Serves an already built state (tests use this to keep a handle on the state).
+pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let tls = state.config.tls.as_ref().map(tls_acceptor).transpose()?;
+    let router = crate::api::router(state.clone());
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let grace = state.config.shutdown_grace;
+    tracing::info!(
+        address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        tls = tls.is_some(),
+        store = state.store.backend(),
+        "switchyard listening"
+    );
+
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        match tls.clone() {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+                tokio::spawn(async move {
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+
+    drop(listener);
+    state.draining.store(true, Ordering::Relaxed);
+    tracing::info!(grace_s = grace.as_secs_f64(), in_flight = graceful.count(), "shutting down: draining connections");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("grace period over; closing the remaining connections");
+    }
+    state.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), state.tasks.wait()).await.is_err() {
+        tracing::warn!("background tasks did not finish in time");
+    }
+    state.ledger.drain().await;
+    // Report settled spend and hand leases back so other replicas can use them.
+    state.budgets.drain().await;
+    state.store.close().await;
+    tracing::info!("switchyard stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,37 @@
+//! Shared handles. `AppState` is a `Clone` bundle of `Arc`-backed handles; each stage takes only what it needs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::budget::Budgets;
+use crate::config::{Catalogue, Config};
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::policy::Policies;
+use crate::store::Store;
+use crate::upstream::Upstream;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub catalogue: Arc<Catalogue>,
+    pub store: Store,
+    pub auth: Authenticator,
+    pub policies: Policies,
+    pub upstream: Upstream,
+    pub budgets: Budgets,
+    pub ledger: Ledger,
+    pub metrics: Metrics,
+    /// Background work tied to requests (ledger hand-off after a stream ends); drained on shutdown.
+    pub tasks: TaskTracker,
+    pub draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
