@@ -177,7 +177,9 @@ pub fn window_end(period: Period, tz: Tz, now: DateTime<Utc>) -> DateTime<Utc> {
     let next = match period {
         Period::Daily => start + Days::new(1),
         Period::Weekly => start + Days::new(7),
-        Period::Monthly => start.checked_add_months(chrono::Months::new(1)).unwrap_or(start + Days::new(31)),
+        Period::Monthly => start
+            .checked_add_months(chrono::Months::new(1))
+            .unwrap_or(start + Days::new(31)),
     };
     local_midnight(tz, next)
 }
@@ -217,7 +219,11 @@ impl fmt::Display for BudgetExceeded {
             self.scope.as_str(),
             self.subject,
             self.period.as_str(),
-            if self.dimension == Dimension::Local { "local-model cost" } else { "API spend" },
+            if self.dimension == Dimension::Local {
+                "local-model cost"
+            } else {
+                "API spend"
+            },
             self.limit.normalize(),
             self.resets_at.format("%Y-%m-%dT%H:%M:%SZ"),
         )
@@ -254,6 +260,9 @@ impl Default for LeaseSettings {
 /// A top-up asks for at least this many reservations of the size that needed it.
 const LEASE_REQUESTS: Decimal = Decimal::from_parts(8, 0, 0, false, 0);
 
+/// (budget id, window start).
+type AccountKey = (String, DateTime<Utc>);
+
 type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// The budget enforcer; cheap to clone.
@@ -266,7 +275,7 @@ struct Inner {
     store: Store,
     settings: LeaseSettings,
     clock: Clock,
-    accounts: Mutex<HashMap<(String, DateTime<Utc>), Arc<Account>>>,
+    accounts: Mutex<HashMap<AccountKey, Arc<Account>>>,
     tracker: TaskTracker,
     cancel: CancellationToken,
     round_trips: AtomicU64,
@@ -319,14 +328,21 @@ pub struct Reservation {
 
 impl fmt::Debug for Reservation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reservation").field("amount", &self.amount).field("budgets", &self.holds.len()).finish()
+        f.debug_struct("Reservation")
+            .field("amount", &self.amount)
+            .field("budgets", &self.holds.len())
+            .finish()
     }
 }
 
 impl Reservation {
     /// A reservation that holds nothing (no budget applies).
     pub fn unlimited(amount: Decimal) -> Reservation {
-        Reservation { amount, holds: Vec::new(), settled: false }
+        Reservation {
+            amount,
+            holds: Vec::new(),
+            settled: false,
+        }
     }
 
     /// Charges `actual` to every budget held and releases the rest of the reservation.
@@ -405,9 +421,15 @@ impl Budgets {
         let dimension = if local { Dimension::Local } else { Dimension::Api };
         let amount = max_cost.max(Decimal::ZERO);
         let now = (self.inner.clock)();
-        let mut reservation = Reservation { amount, holds: Vec::new(), settled: false };
+        let mut reservation = Reservation {
+            amount,
+            holds: Vec::new(),
+            settled: false,
+        };
         for spec in specs.iter().filter(|s| s.dimension == dimension) {
-            let Some(subject) = spec.subject_for(principal) else { continue };
+            let Some(subject) = spec.subject_for(principal) else {
+                continue;
+            };
             let account = self.inner.account(spec, &subject, now);
             self.inner.hold(&account, amount).await?;
             // Pushed only after the hold succeeded, so a refusal (dropping `reservation`) releases exactly
@@ -437,7 +459,11 @@ impl Budgets {
     }
 
     /// Committed spend of this replica's view of a budget: `(lease, reserved, unreported)` (tests, debugging).
-    pub fn local_state(&self, spec: &BudgetSpec, principal: &Principal) -> Option<(Decimal, Decimal, Decimal)> {
+    pub fn local_state(
+        &self,
+        spec: &BudgetSpec,
+        principal: &Principal,
+    ) -> Option<(Decimal, Decimal, Decimal)> {
         let subject = spec.subject_for(principal)?;
         let start = window_start(spec.period, spec.tz, (self.inner.clock)());
         let accounts = lock(&self.inner.accounts);
@@ -452,7 +478,9 @@ impl Budgets {
         spec: &BudgetSpec,
         principal: &Principal,
     ) -> Result<(Decimal, Decimal), sqlx::Error> {
-        let Some(subject) = spec.subject_for(principal) else { return Ok((Decimal::ZERO, Decimal::ZERO)) };
+        let Some(subject) = spec.subject_for(principal) else {
+            return Ok((Decimal::ZERO, Decimal::ZERO));
+        };
         let start = window_start(spec.period, spec.tz, (self.inner.clock)());
         leases::read(&self.inner.store, &spec.budget_id(&subject), start).await
     }
@@ -531,7 +559,9 @@ impl Inner {
             let shortfall = amount - s.available();
             // Enough for a run of requests like this one, so top-ups stay rare; the database caps it at what is
             // free.
-            let want = shortfall.max(s.limit * self.settings.lease_fraction).max(amount * LEASE_REQUESTS);
+            let want = shortfall
+                .max(s.limit * self.settings.lease_fraction)
+                .max(amount * LEASE_REQUESTS);
             self.sync_request(account, &s, want, shortfall)
         };
         self.round_trips.fetch_add(1, Ordering::Relaxed);
@@ -540,7 +570,11 @@ impl Inner {
                 let mut s = lock(&account.state);
                 apply_sync(&mut s, &request, &result);
                 drop(s);
-                if try_hold(account, amount) { Ok(()) } else { Err(refusal()) }
+                if try_hold(account, amount) {
+                    Ok(())
+                } else {
+                    Err(refusal())
+                }
             }
             Err(e) => {
                 tracing::warn!(budget = %account.budget_id, error = %e, "budget lease top-up failed; using outage allowance");
@@ -553,7 +587,11 @@ impl Inner {
                     s.forced += allowance;
                 }
                 drop(s);
-                if try_hold(account, amount) { Ok(()) } else { Err(refusal()) }
+                if try_hold(account, amount) {
+                    Ok(())
+                } else {
+                    Err(refusal())
+                }
             }
         }
     }
@@ -584,8 +622,14 @@ impl Inner {
             let current = is_current(&account, now);
             let request = {
                 let s = lock(&account.state);
-                let idle = s.last_used.is_none_or(|t| t.elapsed() >= self.settings.sync_interval);
-                let give_back = if everything || idle || !current { s.available().max(Decimal::ZERO) } else { Decimal::ZERO };
+                let idle = s
+                    .last_used
+                    .is_none_or(|t| t.elapsed() >= self.settings.sync_interval);
+                let give_back = if everything || idle || !current {
+                    s.available().max(Decimal::ZERO)
+                } else {
+                    Decimal::ZERO
+                };
                 let cover = (-s.lease).max(Decimal::ZERO);
                 if s.unreported.is_zero() && give_back.is_zero() && s.forced.is_zero() && cover.is_zero() {
                     // Nothing to tell; forget past windows nobody holds any more.
@@ -610,7 +654,9 @@ impl Inner {
                             hard = s.hard, "budget exhausted");
                     }
                 }
-                Err(e) => tracing::warn!(budget = %account.budget_id, error = %e, "budget sync failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(budget = %account.budget_id, error = %e, "budget sync failed; will retry")
+                }
             }
         }
     }
@@ -649,27 +695,53 @@ mod tests {
     use chrono::TimeZone;
 
     fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
     }
 
     #[test]
     fn windows_start_at_local_midnight() {
         let now = at("2026-11-27T03:30:00Z"); // a Friday
-        assert_eq!(window_start(Period::Daily, Tz::UTC, now), at("2026-11-27T00:00:00Z"));
-        assert_eq!(window_start(Period::Weekly, Tz::UTC, now), at("2026-11-23T00:00:00Z"));
-        assert_eq!(window_start(Period::Monthly, Tz::UTC, now), at("2026-11-01T00:00:00Z"));
+        assert_eq!(
+            window_start(Period::Daily, Tz::UTC, now),
+            at("2026-11-27T00:00:00Z")
+        );
+        assert_eq!(
+            window_start(Period::Weekly, Tz::UTC, now),
+            at("2026-11-23T00:00:00Z")
+        );
+        assert_eq!(
+            window_start(Period::Monthly, Tz::UTC, now),
+            at("2026-11-01T00:00:00Z")
+        );
         // 03:30 UTC is still the 26th in New York (UTC-5).
         let ny = chrono_tz::America::New_York;
         assert_eq!(window_start(Period::Daily, ny, now), at("2026-11-26T05:00:00Z"));
         assert_eq!(window_end(Period::Daily, ny, now), at("2026-11-27T05:00:00Z"));
-        assert_eq!(window_start(Period::Monthly, ny, at("2026-12-01T02:00:00Z")), at("2026-11-01T04:00:00Z"));
-        assert_eq!(window_end(Period::Monthly, ny, at("2026-12-01T02:00:00Z")), at("2026-12-01T05:00:00Z"));
+        assert_eq!(
+            window_start(Period::Monthly, ny, at("2026-12-01T02:00:00Z")),
+            at("2026-11-01T04:00:00Z")
+        );
+        assert_eq!(
+            window_end(Period::Monthly, ny, at("2026-12-01T02:00:00Z")),
+            at("2026-12-01T05:00:00Z")
+        );
         // Half-hour zones work too.
         let kolkata = chrono_tz::Asia::Kolkata;
-        assert_eq!(window_start(Period::Daily, kolkata, now), at("2026-11-26T18:30:00Z"));
+        assert_eq!(
+            window_start(Period::Daily, kolkata, now),
+            at("2026-11-26T18:30:00Z")
+        );
         // A Sunday evening belongs to the week that started on the Monday before.
-        assert_eq!(window_start(Period::Weekly, Tz::UTC, at("2026-11-29T23:59:59Z")), at("2026-11-23T00:00:00Z"));
-        assert_eq!(window_end(Period::Weekly, Tz::UTC, at("2026-11-29T23:59:59Z")), at("2026-11-30T00:00:00Z"));
+        assert_eq!(
+            window_start(Period::Weekly, Tz::UTC, at("2026-11-29T23:59:59Z")),
+            at("2026-11-23T00:00:00Z")
+        );
+        assert_eq!(
+            window_end(Period::Weekly, Tz::UTC, at("2026-11-29T23:59:59Z")),
+            at("2026-11-30T00:00:00Z")
+        );
         let _ = Utc.timestamp_opt(0, 0);
     }
 
@@ -689,6 +761,11 @@ mod tests {
         assert_eq!(err.status_code(), http::StatusCode::TOO_MANY_REQUESTS);
         let v = err.to_json();
         assert_eq!(v["error"]["code"], "budget_exceeded");
-        assert!(v["error"]["message"].as_str().unwrap_or_default().contains("eng-monthly"));
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("eng-monthly")
+        );
     }
 }

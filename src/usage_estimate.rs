@@ -95,7 +95,11 @@ pub fn estimate_input(model: &str, request: &Value) -> u64 {
 
 /// Usage for a response the provider did not count: the request's input tokens and the generated text so far.
 pub fn estimate_usage(model: &str, request: &Value, generated: &str) -> Usage {
-    Usage { input_tokens: estimate_input(model, request), output_tokens: count_text(model, generated), ..Usage::default() }
+    Usage {
+        input_tokens: estimate_input(model, request),
+        output_tokens: count_text(model, generated),
+        ..Usage::default()
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,12 @@ use switchyard::ledger::Ledger;
 use switchyard::store::Store;
 
 fn principal(user: &str) -> Principal {
-    Principal { key_id: format!("key-{user}"), key_prefix: "sy-abc".into(), user: user.into(), team: "eng".into() }
+    Principal {
+        key_id: format!("key-{user}"),
+        key_prefix: "sy-abc".into(),
+        user: user.into(),
+        team: "eng".into(),
+    }
 }
 
 fn spec(name: &str, scope: BudgetScope, limit: Decimal, hard: bool, dimension: Dimension) -> BudgetSpec {
@@ -41,12 +46,21 @@ fn spec(name: &str, scope: BudgetScope, limit: Decimal, hard: bool, dimension: D
 /// once, and every refusal is the 429 `budget_exceeded` naming the budget.
 async fn concurrent_reservations_never_overspend(store: Store) {
     let budgets = Budgets::new(store.clone(), LeaseSettings::default());
-    let specs = Arc::new(vec![spec("eng-monthly", BudgetScope::Team, dec!(1), true, Dimension::Api)]);
+    let specs = Arc::new(vec![spec(
+        "eng-monthly",
+        BudgetScope::Team,
+        dec!(1),
+        true,
+        Dimension::Api,
+    )]);
     let mut tasks = Vec::new();
     for i in 0..400 {
         let (budgets, specs) = (budgets.clone(), specs.clone());
         tasks.push(tokio::spawn(async move {
-            match budgets.reserve(&principal(&format!("u{}", i % 4)), &specs, dec!(0.01), false).await {
+            match budgets
+                .reserve(&principal(&format!("u{}", i % 4)), &specs, dec!(0.01), false)
+                .await
+            {
                 Ok(r) => {
                     tokio::task::yield_now().await;
                     let actual = dec!(0.006) + Decimal::new(i % 5, 3); // 0.006 … 0.010
@@ -75,7 +89,10 @@ async fn concurrent_reservations_never_overspend(store: Store) {
     assert!(refused > 0);
     budgets.drain().await;
     let (shared_spent, leased) = budgets.shared_state(&specs[0], &principal("u0")).await.unwrap();
-    assert_eq!(shared_spent, spent, "the shared counter matches the settled costs");
+    assert_eq!(
+        shared_spent, spent,
+        "the shared counter matches the settled costs"
+    );
     assert_eq!(leased, Decimal::ZERO, "drain hands every lease back");
 }
 
@@ -97,20 +114,43 @@ async fn dropping_a_reservation_releases_it_and_soft_budgets_never_refuse() {
     let hard = vec![spec("per-user", BudgetScope::User, dec!(1), true, Dimension::Api)];
     let p = principal("ann");
     let r = budgets.reserve(&p, &hard, dec!(1), false).await.unwrap();
-    assert!(budgets.reserve(&p, &hard, dec!(0.01), false).await.is_err(), "all of it is held");
+    assert!(
+        budgets.reserve(&p, &hard, dec!(0.01), false).await.is_err(),
+        "all of it is held"
+    );
     // Per-user scope: another user of the team has their own budget.
-    budgets.reserve(&principal("bob"), &hard, dec!(0.5), false).await.unwrap().settle(dec!(0.5));
+    budgets
+        .reserve(&principal("bob"), &hard, dec!(0.5), false)
+        .await
+        .unwrap()
+        .settle(dec!(0.5));
     drop(r); // upstream failed: nothing spent
-    budgets.reserve(&p, &hard, dec!(1), false).await.unwrap().settle(dec!(0.25));
+    budgets
+        .reserve(&p, &hard, dec!(1), false)
+        .await
+        .unwrap()
+        .settle(dec!(0.25));
     assert!(budgets.reserve(&p, &hard, dec!(0.8), false).await.is_err());
-    budgets.reserve(&p, &hard, dec!(0.75), false).await.unwrap().settle(dec!(0.75));
+    budgets
+        .reserve(&p, &hard, dec!(0.75), false)
+        .await
+        .unwrap()
+        .settle(dec!(0.75));
 
     let soft = vec![spec("soft", BudgetScope::Team, dec!(0.01), false, Dimension::Api)];
     for _ in 0..5 {
-        budgets.reserve(&p, &soft, dec!(1), false).await.unwrap().settle(dec!(1));
+        budgets
+            .reserve(&p, &soft, dec!(1), false)
+            .await
+            .unwrap()
+            .settle(dec!(1));
     }
     budgets.drain().await;
-    assert_eq!(budgets.shared_state(&soft[0], &p).await.unwrap().0, dec!(5), "soft budgets still count");
+    assert_eq!(
+        budgets.shared_state(&soft[0], &p).await.unwrap().0,
+        dec!(5),
+        "soft budgets still count"
+    );
     assert_eq!(budgets.shared_state(&hard[0], &p).await.unwrap().0, dec!(1));
 }
 
@@ -123,12 +163,24 @@ async fn local_models_have_their_own_budget_dimension() {
         spec("gpu", BudgetScope::Team, dec!(0.1), true, Dimension::Local),
     ];
     let p = principal("ann");
-    budgets.reserve(&p, &specs, dec!(1), false).await.unwrap().settle(dec!(1));
+    budgets
+        .reserve(&p, &specs, dec!(1), false)
+        .await
+        .unwrap()
+        .settle(dec!(1));
     // The API budget is gone; local models still serve, against their own budget.
     let e = budgets.reserve(&p, &specs, dec!(0.01), false).await.unwrap_err();
     assert_eq!(e.budget, "api");
-    budgets.reserve(&p, &specs, dec!(0.05), true).await.unwrap().settle(dec!(0.05));
-    budgets.reserve(&p, &specs, dec!(0.05), true).await.unwrap().settle(dec!(0.05));
+    budgets
+        .reserve(&p, &specs, dec!(0.05), true)
+        .await
+        .unwrap()
+        .settle(dec!(0.05));
+    budgets
+        .reserve(&p, &specs, dec!(0.05), true)
+        .await
+        .unwrap()
+        .settle(dec!(0.05));
     let e = budgets.reserve(&p, &specs, dec!(0.01), true).await.unwrap_err();
     assert_eq!(e.budget, "gpu");
     assert_eq!(e.dimension, Dimension::Local);
@@ -138,7 +190,9 @@ async fn local_models_have_their_own_budget_dimension() {
 async fn a_daily_budget_resets_at_midnight_in_its_time_zone() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicI64::new(
-        DateTime::parse_from_rfc3339("2026-11-27T04:30:00Z").unwrap().timestamp(),
+        DateTime::parse_from_rfc3339("2026-11-27T04:30:00Z")
+            .unwrap()
+            .timestamp(),
     ));
     let clock = {
         let now = now.clone();
@@ -150,13 +204,24 @@ async fn a_daily_budget_resets_at_midnight_in_its_time_zone() {
     daily.tz = chrono_tz::America::New_York; // midnight is 05:00 UTC in November
     let specs = vec![daily];
     let p = principal("ann");
-    budgets.reserve(&p, &specs, dec!(1), false).await.unwrap().settle(dec!(1));
+    budgets
+        .reserve(&p, &specs, dec!(1), false)
+        .await
+        .unwrap()
+        .settle(dec!(1));
     let e = budgets.reserve(&p, &specs, dec!(0.1), false).await.unwrap_err();
-    assert_eq!(e.resets_at, DateTime::parse_from_rfc3339("2026-11-27T05:00:00Z").unwrap());
+    assert_eq!(
+        e.resets_at,
+        DateTime::parse_from_rfc3339("2026-11-27T05:00:00Z").unwrap()
+    );
     now.fetch_add(29 * 60, Ordering::SeqCst); // 04:59 UTC: still the same New York day
     assert!(budgets.reserve(&p, &specs, dec!(0.1), false).await.is_err());
     now.fetch_add(2 * 60, Ordering::SeqCst); // 05:01 UTC: a new day in New York
-    budgets.reserve(&p, &specs, dec!(1), false).await.unwrap().settle(dec!(0.5));
+    budgets
+        .reserve(&p, &specs, dec!(1), false)
+        .await
+        .unwrap()
+        .settle(dec!(0.5));
 }
 
 /// Three replicas (three `Budgets` + `Ledger` pairs, each with its own connection pool) share one Postgres and
@@ -179,7 +244,13 @@ async fn three_replicas_hold_one_budget() {
         let ledger = Ledger::start(s, &settings(&spool.path().join(i.to_string()), 50)).unwrap();
         replicas.push((budgets, ledger));
     }
-    let specs = Arc::new(vec![spec("eng-monthly", BudgetScope::Team, budget, true, Dimension::Api)]);
+    let specs = Arc::new(vec![spec(
+        "eng-monthly",
+        BudgetScope::Team,
+        budget,
+        true,
+        Dimension::Api,
+    )]);
     let mut tasks = Vec::new();
     for i in 0..REQUESTS {
         let (budgets, ledger) = replicas[i % REPLICAS].clone();
@@ -227,11 +298,24 @@ async fn three_replicas_hold_one_budget() {
          {syncs} budget round trips for {REQUESTS} requests"
     );
     assert_eq!(rows as usize, served);
-    assert!(recorded <= budget + Decimal::from(REPLICAS as u64) * reservation, "overspent: {recorded}");
+    assert!(
+        recorded <= budget + Decimal::from(REPLICAS as u64) * reservation,
+        "overspent: {recorded}"
+    );
     assert!(refused > 0, "the budget must have run out");
-    assert!(recorded >= budget * dec!(0.8), "leases must not strand much of the budget: {recorded}");
-    assert!((syncs as usize) < REQUESTS / 3, "{syncs} database round trips for {REQUESTS} requests");
-    let (spent, leased) = replicas[0].0.shared_state(&specs[0], &principal("u0")).await.unwrap();
+    assert!(
+        recorded >= budget * dec!(0.8),
+        "leases must not strand much of the budget: {recorded}"
+    );
+    assert!(
+        (syncs as usize) < REQUESTS / 3,
+        "{syncs} database round trips for {REQUESTS} requests"
+    );
+    let (spent, leased) = replicas[0]
+        .0
+        .shared_state(&specs[0], &principal("u0"))
+        .await
+        .unwrap();
     assert_eq!(spent, recorded, "the budget counter agrees with the ledger");
     assert_eq!(leased, Decimal::ZERO);
 }

@@ -94,7 +94,10 @@ async fn postgres_spool_replays_exactly_once_after_restart() {
     assert_eq!(ledger_totals(&store).await.0, 0);
 
     // Duplicate the first segment under a later number: its rows will be replayed twice.
-    let mut segments: Vec<_> = std::fs::read_dir(spool.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut segments: Vec<_> = std::fs::read_dir(spool.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     segments.sort();
     assert!(!segments.is_empty());
     std::fs::copy(&segments[0], spool.path().join("ledger-0000000000009999.jsonl")).unwrap();
@@ -102,13 +105,22 @@ async fn postgres_spool_replays_exactly_once_after_restart() {
     // Restart with the database back.
     forwarder.resume().await;
     let ledger = Ledger::start(store.clone(), &settings(spool.path(), 20)).unwrap();
-    assert!(eventually(Duration::from_secs(20), || async { ledger_totals(&store).await.0 == 1500 }).await);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            ledger_totals(&store).await.0 == 1500
+        })
+        .await
+    );
     ledger.drain().await;
     assert_eq!(ledger_totals(&store).await, (1500, expected));
     assert_eq!(rollup_totals(&store).await, (1500, expected));
     let stats = ledger.stats();
     assert!(stats.duplicates > 0, "{stats:?}");
-    assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0, "replayed segments are deleted");
+    assert_eq!(
+        std::fs::read_dir(spool.path()).unwrap().count(),
+        0,
+        "replayed segments are deleted"
+    );
 }
 
 #[tokio::test]
@@ -125,7 +137,12 @@ async fn sqlite_spool_replays_after_restart() {
         s.append(rows[..100].to_vec()).await.unwrap();
     }
     let ledger = Ledger::start(store.clone(), &settings(spool.path(), 20)).unwrap();
-    assert!(eventually(Duration::from_secs(20), || async { ledger.stats().replayed >= 800 }).await);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            ledger.stats().replayed >= 800
+        })
+        .await
+    );
     ledger.drain().await;
     assert_eq!(ledger_totals(&store).await, (700, expected));
     assert_eq!(rollup_totals(&store).await, (700, expected));
@@ -166,14 +183,27 @@ async fn postgres_outage_loses_and_duplicates_nothing() {
     tokio::time::sleep(Duration::from_millis(4500)).await;
     forwarder.resume().await;
     let (expected, slowest) = producer.await.unwrap();
-    assert!(eventually(Duration::from_secs(30), || async { ledger_totals(&store).await.0 == 16000 }).await,
-        "stats {:?}, stored {:?}", ledger.stats(), ledger_totals(&store).await);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            ledger_totals(&store).await.0 == 16000
+        })
+        .await,
+        "stats {:?}, stored {:?}",
+        ledger.stats(),
+        ledger_totals(&store).await
+    );
     ledger.drain().await;
     let stats = ledger.stats();
     eprintln!("outage stats: {stats:?}; slowest record() {slowest:?}");
-    assert!(stats.spooled > 0 && stats.replayed > 0, "the outage must have gone through the spool: {stats:?}");
+    assert!(
+        stats.spooled > 0 && stats.replayed > 0,
+        "the outage must have gone through the spool: {stats:?}"
+    );
     assert_eq!(stats.lost, 0);
     assert_eq!(ledger_totals(&store).await, (16000, expected));
     assert_eq!(rollup_totals(&store).await, (16000, expected));
-    assert!(slowest < Duration::from_millis(20), "record() must not wait for the database: {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(20),
+        "record() must not wait for the database: {slowest:?}"
+    );
 }

@@ -67,7 +67,12 @@ async fn kill_minus_nine_loses_at_most_one_flush_interval() {
             }
         })
     };
-    assert!(eventually(Duration::from_secs(60), || async { last.load(Ordering::SeqCst) >= 4000 }).await);
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            last.load(Ordering::SeqCst) >= 4000
+        })
+        .await
+    );
     child.kill().unwrap(); // SIGKILL
     let killed_at = Instant::now();
     child.wait().unwrap();
@@ -79,7 +84,9 @@ async fn kill_minus_nine_loses_at_most_one_flush_interval() {
     // Whatever the child spooled (fsync'd) is recovered by the next start.
     let ledger = Ledger::start(store.clone(), &settings(spool.path(), FLUSH_MS)).unwrap();
     ledger.drain().await;
-    let Store::Postgres(pool) = &store else { unreachable!() };
+    let Store::Postgres(pool) = &store else {
+        unreachable!()
+    };
     let (present,): (i64,) = sqlx::query_as("SELECT count(*) FROM ledger WHERE request_id <= $1")
         .bind(format!("kill-{last:08}"))
         .fetch_one(pool)
@@ -99,5 +106,8 @@ async fn kill_minus_nine_loses_at_most_one_flush_interval() {
     assert_eq!(dups, 0);
     assert!(missing >= 0);
     // One flush interval, plus the insert in flight and scheduling slack on a loaded 2-core machine.
-    assert!(window_ms <= (FLUSH_MS as f64) * 2.5, "lost {window_ms:.0} ms of rows");
+    assert!(
+        window_ms <= (FLUSH_MS as f64) * 2.5,
+        "lost {window_ms:.0} ms of rows"
+    );
 }

@@ -62,7 +62,11 @@ fn apply(req: &SyncRequest, spent: Decimal, leased: Decimal) -> SyncResult {
     } else {
         Decimal::ZERO
     };
-    SyncResult { granted, spent, leased: leased + granted }
+    SyncResult {
+        granted,
+        spent,
+        leased: leased + granted,
+    }
 }
 
 /// Applies a sync atomically (one short transaction holding the window's row lock).
@@ -110,23 +114,27 @@ pub async fn sync(store: &Store, req: &SyncRequest) -> Result<SyncResult, sqlx::
             .bind(&start)
             .execute(&mut *tx)
             .await?;
-            let row = sqlx::query("SELECT spent, leased FROM budget_windows WHERE budget_id = ? AND window_start = ?")
-                .bind(&req.budget_id)
-                .bind(&start)
-                .fetch_one(&mut *tx)
-                .await?;
+            let row = sqlx::query(
+                "SELECT spent, leased FROM budget_windows WHERE budget_id = ? AND window_start = ?",
+            )
+            .bind(&req.budget_id)
+            .bind(&start)
+            .fetch_one(&mut *tx)
+            .await?;
             let result = apply(
                 req,
                 parse_decimal(&row.try_get::<String, _>("spent")?)?,
                 parse_decimal(&row.try_get::<String, _>("leased")?)?,
             );
-            sqlx::query("UPDATE budget_windows SET spent = ?, leased = ? WHERE budget_id = ? AND window_start = ?")
-                .bind(result.spent.normalize().to_string())
-                .bind(result.leased.normalize().to_string())
-                .bind(&req.budget_id)
-                .bind(&start)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE budget_windows SET spent = ?, leased = ? WHERE budget_id = ? AND window_start = ?",
+            )
+            .bind(result.spent.normalize().to_string())
+            .bind(result.leased.normalize().to_string())
+            .bind(&req.budget_id)
+            .bind(&start)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(result)
         }
@@ -134,25 +142,33 @@ pub async fn sync(store: &Store, req: &SyncRequest) -> Result<SyncResult, sqlx::
 }
 
 /// Reads a window's counters without changing them (reports, tests). Zeroes when the window has no row yet.
-pub async fn read(store: &Store, budget_id: &str, window_start: DateTime<Utc>) -> Result<(Decimal, Decimal), sqlx::Error> {
+pub async fn read(
+    store: &Store,
+    budget_id: &str,
+    window_start: DateTime<Utc>,
+) -> Result<(Decimal, Decimal), sqlx::Error> {
     match store {
         Store::Postgres(pool) => {
-            let row = sqlx::query("SELECT spent, leased FROM budget_windows WHERE budget_id = $1 AND window_start = $2")
-                .bind(budget_id)
-                .bind(window_start)
-                .fetch_optional(pool)
-                .await?;
+            let row = sqlx::query(
+                "SELECT spent, leased FROM budget_windows WHERE budget_id = $1 AND window_start = $2",
+            )
+            .bind(budget_id)
+            .bind(window_start)
+            .fetch_optional(pool)
+            .await?;
             match row {
                 Some(r) => Ok((r.try_get("spent")?, r.try_get("leased")?)),
                 None => Ok((Decimal::ZERO, Decimal::ZERO)),
             }
         }
         Store::Sqlite(pool) => {
-            let row = sqlx::query("SELECT spent, leased FROM budget_windows WHERE budget_id = ? AND window_start = ?")
-                .bind(budget_id)
-                .bind(sqlite_time(&window_start))
-                .fetch_optional(pool)
-                .await?;
+            let row = sqlx::query(
+                "SELECT spent, leased FROM budget_windows WHERE budget_id = ? AND window_start = ?",
+            )
+            .bind(budget_id)
+            .bind(sqlite_time(&window_start))
+            .fetch_optional(pool)
+            .await?;
             match row {
                 Some(r) => Ok((
                     parse_decimal(&r.try_get::<String, _>("spent")?)?,

@@ -149,8 +149,8 @@ pub async fn spend(
         .into_iter()
         .map(|(key, a)| {
             let savings = a.baseline - a.cost;
-            let savings_pct = (!a.baseline.is_zero())
-                .then(|| (savings * Decimal::ONE_HUNDRED / a.baseline).round_dp(2));
+            let savings_pct =
+                (!a.baseline.is_zero()).then(|| (savings * Decimal::ONE_HUNDRED / a.baseline).round_dp(2));
             SpendLine {
                 key,
                 requests: a.requests,
@@ -222,7 +222,17 @@ pub fn render(lines: &[SpendLine], by: GroupBy, format: Format) -> String {
             out
         }
         Format::Table => {
-            let header = [by_name, "requests", "input tok", "output tok", "spend $", "baseline $", "savings $", "savings", "local $"];
+            let header = [
+                by_name,
+                "requests",
+                "input tok",
+                "output tok",
+                "spend $",
+                "baseline $",
+                "savings $",
+                "savings",
+                "local $",
+            ];
             let mut rows: Vec<[String; 9]> = lines
                 .iter()
                 .map(|l| {
@@ -253,9 +263,17 @@ pub fn render(lines: &[SpendLine], by: GroupBy, format: Format) -> String {
                 if total_base.is_zero() {
                     String::new()
                 } else {
-                    format!("{}%", (total_saved * Decimal::ONE_HUNDRED / total_base).round_dp(2))
+                    format!(
+                        "{}%",
+                        (total_saved * Decimal::ONE_HUNDRED / total_base).round_dp(2)
+                    )
                 },
-                lines.iter().map(|l| l.local_cost).sum::<Decimal>().round_dp(4).to_string(),
+                lines
+                    .iter()
+                    .map(|l| l.local_cost)
+                    .sum::<Decimal>()
+                    .round_dp(4)
+                    .to_string(),
             ]);
             let mut widths = header.map(str::len);
             for r in &rows {
@@ -285,7 +303,11 @@ pub fn render(lines: &[SpendLine], by: GroupBy, format: Format) -> String {
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
 }
 
 /// `switchyard spend`: runs the report and returns it rendered (the CLI prints it).
@@ -319,7 +341,10 @@ fn default_format_json() -> Format {
 
 /// `GET /admin/spend?by=…&since=…&format=…`: the same report over HTTP (JSON unless asked otherwise), behind
 /// the admin key like every `/admin` route.
-pub async fn spend_handler(State(state): State<crate::state::AppState>, Query(q): Query<SpendQuery>) -> Response {
+pub async fn spend_handler(
+    State(state): State<crate::state::AppState>,
+    Query(q): Query<SpendQuery>,
+) -> Response {
     match spend(&state.store, q.by, since_day(q.since), q.team.as_deref()).await {
         Ok(lines) => {
             let content_type = match q.format {
@@ -327,12 +352,19 @@ pub async fn spend_handler(State(state): State<crate::state::AppState>, Query(q)
                 Format::Csv => "text/csv; charset=utf-8",
                 Format::Table => "text/plain; charset=utf-8",
             };
-            ([(http::header::CONTENT_TYPE, content_type)], render(&lines, q.by, q.format)).into_response()
+            (
+                [(http::header::CONTENT_TYPE, content_type)],
+                render(&lines, q.by, q.format),
+            )
+                .into_response()
         }
         Err(e) => {
             tracing::error!(error = %e, "spend report failed");
-            Error::new(crate::error::ErrorKind::Unavailable, "The spend report is unavailable: the database cannot be reached.")
-                .into_response()
+            Error::new(
+                crate::error::ErrorKind::Unavailable,
+                "The spend report is unavailable: the database cannot be reached.",
+            )
+            .into_response()
         }
     }
 }

@@ -28,8 +28,13 @@ const SUFFIX: &str = ".jsonl";
 const MAX_GROUP: usize = 4096;
 
 enum Msg {
-    Append { rows: Vec<Row>, ack: Option<oneshot::Sender<io::Result<()>>> },
-    Rotate { ack: oneshot::Sender<io::Result<Vec<PathBuf>>> },
+    Append {
+        rows: Vec<Row>,
+        ack: Option<oneshot::Sender<io::Result<()>>>,
+    },
+    Rotate {
+        ack: oneshot::Sender<io::Result<Vec<PathBuf>>>,
+    },
 }
 
 /// Handle to the spool thread; cheap to clone.
@@ -55,12 +60,27 @@ impl Spool {
     pub fn open(dir: &Path) -> io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
         let existing = segments(dir)?;
-        let next_seq = existing.iter().filter_map(|p| seq_of(p)).max().map_or(1, |s| s + 1);
+        let next_seq = existing
+            .iter()
+            .filter_map(|p| seq_of(p))
+            .max()
+            .map_or(1, |s| s + 1);
         let dirty = Arc::new(AtomicBool::new(!existing.is_empty()));
         let (tx, rx) = mpsc::channel();
-        let state = Thread { dir: dir.to_owned(), active: None, next_seq, dirty: dirty.clone() };
-        std::thread::Builder::new().name("ledger-spool".to_owned()).spawn(move || state.run(rx))?;
-        Ok(Spool { tx, dir: dir.to_owned(), dirty })
+        let state = Thread {
+            dir: dir.to_owned(),
+            active: None,
+            next_seq,
+            dirty: dirty.clone(),
+        };
+        std::thread::Builder::new()
+            .name("ledger-spool".to_owned())
+            .spawn(move || state.run(rx))?;
+        Ok(Spool {
+            tx,
+            dir: dir.to_owned(),
+            dirty,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -70,17 +90,21 @@ impl Spool {
     /// Appends rows and waits until they are fsync'd.
     pub async fn append(&self, rows: Vec<Row>) -> io::Result<()> {
         let (ack, done) = oneshot::channel();
-        self.tx.send(Msg::Append { rows, ack: Some(ack) }).map_err(|_| closed())?;
+        self.tx
+            .send(Msg::Append { rows, ack: Some(ack) })
+            .map_err(|_| closed())?;
         done.await.map_err(|_| closed())?
     }
 
     /// Appends rows without waiting (the request path's overflow). They reach the disk with the next group
     /// commit, typically within a millisecond. Returns the rows back if the spool thread is gone.
     pub fn append_nowait(&self, rows: Vec<Row>) -> Result<(), Vec<Row>> {
-        self.tx.send(Msg::Append { rows, ack: None }).map_err(|e| match e.0 {
-            Msg::Append { rows, .. } => rows,
-            Msg::Rotate { .. } => Vec::new(),
-        })
+        self.tx
+            .send(Msg::Append { rows, ack: None })
+            .map_err(|e| match e.0 {
+                Msg::Append { rows, .. } => rows,
+                Msg::Rotate { .. } => Vec::new(),
+            })
     }
 
     /// Whether there may be rows to replay.
@@ -103,7 +127,9 @@ impl Spool {
 
     /// Reads a closed segment.
     pub async fn read(path: PathBuf) -> io::Result<Segment> {
-        tokio::task::spawn_blocking(move || read_segment(path)).await.map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || read_segment(path))
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// Deletes a replayed segment, keeping its rejected lines (if any) beside it for an operator.
@@ -131,7 +157,12 @@ fn closed() -> io::Error {
 }
 
 fn seq_of(path: &Path) -> Option<u64> {
-    path.file_name()?.to_str()?.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?.parse().ok()
+    path.file_name()?
+        .to_str()?
+        .strip_prefix(PREFIX)?
+        .strip_suffix(SUFFIX)?
+        .parse()
+        .ok()
 }
 
 fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
@@ -202,7 +233,10 @@ impl Thread {
                             self.dirty.store(true, Ordering::Release);
                         }
                         if result.is_err() {
-                            tracing::error!(rows = rows.len(), "ledger rows lost: the spool cannot be written");
+                            tracing::error!(
+                                rows = rows.len(),
+                                "ledger rows lost: the spool cannot be written"
+                            );
                         }
                         acks.push(ack);
                     }

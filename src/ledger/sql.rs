@@ -27,7 +27,11 @@ pub(crate) fn parse_decimal(text: &str) -> Result<Decimal, sqlx::Error> {
 
 /// Inserts rows, skipping any whose (request id, time) is already stored, and adds the inserted ones to the
 /// daily rollup in the same transaction. Returns how many rows were new.
-pub(crate) async fn insert(store: &Store, rows: &[Row], known: &mut KnownPartitions) -> Result<u64, sqlx::Error> {
+pub(crate) async fn insert(
+    store: &Store,
+    rows: &[Row],
+    known: &mut KnownPartitions,
+) -> Result<u64, sqlx::Error> {
     if rows.is_empty() {
         return Ok(0);
     }
@@ -45,7 +49,10 @@ async fn insert_pg(pool: &PgPool, rows: &[Row], known: &mut KnownPartitions) -> 
     for row in rows {
         let month = (row.time.year(), row.time.month());
         if !known.contains(&month) {
-            sqlx::query("SELECT switchyard_ledger_partition($1)").bind(row.time).execute(pool).await?;
+            sqlx::query("SELECT switchyard_ledger_partition($1)")
+                .bind(row.time)
+                .execute(pool)
+                .await?;
             known.insert(month);
         }
     }

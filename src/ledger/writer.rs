@@ -245,15 +245,19 @@ impl Writer {
         if !self.probe_due() {
             return false;
         }
-        matches!(tokio::time::timeout(PROBE_TIMEOUT, self.store.ping()).await, Ok(Ok(())))
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, self.store.ping()).await,
+            Ok(Ok(()))
+        )
     }
 
     async fn insert(&mut self, rows: &[Row]) -> Result<(), String> {
         for chunk in rows.chunks(self.max_batch) {
-            let inserted = tokio::time::timeout(INSERT_TIMEOUT, sql::insert(&self.store, chunk, &mut self.known))
-                .await
-                .map_err(|_| "insert timed out".to_owned())?
-                .map_err(|e| e.to_string())?;
+            let inserted =
+                tokio::time::timeout(INSERT_TIMEOUT, sql::insert(&self.store, chunk, &mut self.known))
+                    .await
+                    .map_err(|_| "insert timed out".to_owned())?
+                    .map_err(|e| e.to_string())?;
             Counters::add(&self.counters.written, inserted as usize);
             Counters::add(&self.counters.duplicates, chunk.len() - inserted as usize);
             Counters::add(&self.counters.batches, 1);

@@ -27,7 +27,10 @@ pub async fn fresh_pg_url() -> String {
         .await
         .expect("Postgres must run at 127.0.0.1:5432 with trust auth (see the test docs)");
     // CREATE DATABASE takes no bind parameters; the name is generated here, not user data.
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
     admin.close().await;
     format!("postgres://postgres@127.0.0.1:5432/{name}")
 }
@@ -63,11 +66,19 @@ pub fn entry(i: u64) -> LedgerEntry {
         team: format!("team{}", i % 3),
         key_id: format!("key{}", i % 7),
         requested_model: "auto".into(),
-        routed_model: if i % 4 == 0 { "local-llama".into() } else { "gpt-4o-mini".into() },
+        routed_model: if i % 4 == 0 {
+            "local-llama".into()
+        } else {
+            "gpt-4o-mini".into()
+        },
         provider: "openai".into(),
         deployment: "openai-main".into(),
         endpoint: "chat_completions",
-        usage: Usage { input_tokens: input, output_tokens: output, ..Usage::default() },
+        usage: Usage {
+            input_tokens: input,
+            output_tokens: output,
+            ..Usage::default()
+        },
         estimated: i % 10 == 0,
         price_input: Decimal::new(250, 2),
         price_output: Decimal::new(1000, 2),
@@ -90,12 +101,17 @@ pub fn entry(i: u64) -> LedgerEntry {
 pub async fn ledger_totals(store: &Store) -> (i64, Decimal) {
     match store {
         Store::Postgres(pool) => {
-            let (n, cost): (i64, Option<Decimal>) =
-                sqlx::query_as("SELECT count(*), sum(cost) FROM ledger").fetch_one(pool).await.unwrap();
+            let (n, cost): (i64, Option<Decimal>) = sqlx::query_as("SELECT count(*), sum(cost) FROM ledger")
+                .fetch_one(pool)
+                .await
+                .unwrap();
             (n, cost.unwrap_or_default())
         }
         Store::Sqlite(pool) => {
-            let costs: Vec<(String,)> = sqlx::query_as("SELECT cost FROM ledger").fetch_all(pool).await.unwrap();
+            let costs: Vec<(String,)> = sqlx::query_as("SELECT cost FROM ledger")
+                .fetch_all(pool)
+                .await
+                .unwrap();
             let sum = costs.iter().map(|(c,)| c.parse::<Decimal>().unwrap()).sum();
             (costs.len() as i64, sum)
         }
@@ -107,13 +123,24 @@ pub async fn rollup_totals(store: &Store) -> (i64, Decimal) {
     match store {
         Store::Postgres(pool) => {
             let (n, cost): (Option<Decimal>, Option<Decimal>) =
-                sqlx::query_as("SELECT sum(requests), sum(cost) FROM ledger_daily").fetch_one(pool).await.unwrap();
-            (n.map(|d| d.try_into().unwrap()).unwrap_or(0), cost.unwrap_or_default())
+                sqlx::query_as("SELECT sum(requests), sum(cost) FROM ledger_daily")
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            (
+                n.map(|d| d.try_into().unwrap()).unwrap_or(0),
+                cost.unwrap_or_default(),
+            )
         }
         Store::Sqlite(pool) => {
-            let rows: Vec<(i64, String)> =
-                sqlx::query_as("SELECT requests, cost FROM ledger_daily").fetch_all(pool).await.unwrap();
-            (rows.iter().map(|r| r.0).sum(), rows.iter().map(|r| r.1.parse::<Decimal>().unwrap()).sum())
+            let rows: Vec<(i64, String)> = sqlx::query_as("SELECT requests, cost FROM ledger_daily")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+            (
+                rows.iter().map(|r| r.0).sum(),
+                rows.iter().map(|r| r.1.parse::<Decimal>().unwrap()).sum(),
+            )
         }
     }
 }
@@ -149,7 +176,11 @@ impl Forwarder {
     pub async fn start(target: SocketAddr) -> Arc<Forwarder> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let f = Arc::new(Forwarder { addr, target, running: Mutex::new(None) });
+        let f = Arc::new(Forwarder {
+            addr,
+            target,
+            running: Mutex::new(None),
+        });
         f.serve(listener).await;
         f
     }
