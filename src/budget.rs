@@ -85,8 +85,10 @@ impl Period {
 pub enum OnExhausted {
     /// Refuse with 429 `budget_exceeded`.
     Block,
-    /// Let the router pick a cheaper or local model instead (the pipeline decides; see [`BudgetExceeded`]).
-    Downgrade,
+    /// Keep serving on local models only (the pipeline re-routes on [`BudgetExceeded`]).
+    DowngradeLocal,
+    /// Keep serving on the cheapest allowed model (the pipeline re-routes on [`BudgetExceeded`]).
+    DowngradeCheapest,
 }
 
 /// Which money a budget counts: commercial API spend, or local models' internal cost.

@@ -207,3 +207,51 @@ async fn postgres_outage_loses_and_duplicates_nothing() {
         "record() must not wait for the database: {slowest:?}"
     );
 }
+
+/// Sum of user + system CPU ticks of every `postgres` process on this machine (the test database is local).
+fn postgres_cpu_ticks() -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some(close) = stat.rfind(')') else { continue };
+        if !stat[..close].contains("(postgres") {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        // Fields after the name: state is [0], utime is [11], stime is [12].
+        total += fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        total += fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    }
+    total
+}
+
+/// Throughput of the writer into Postgres, and Postgres CPU per 1,000 rows (all local postgres processes, so
+/// other load on the machine inflates it: an upper bound). Asserts only a floor far below the target load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writer_throughput() {
+    let (store, _) = pg_store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::start(store.clone(), &settings(dir.path(), 100)).unwrap();
+    const N: u64 = 50_000;
+    let entries: Vec<_> = (0..N).map(entry).collect();
+    let cpu_before = postgres_cpu_ticks();
+    let started = Instant::now();
+    for e in entries {
+        ledger.record(e);
+    }
+    let recorded = started.elapsed();
+    ledger.drain().await;
+    let elapsed = started.elapsed();
+    let cpu_ticks = postgres_cpu_ticks() - cpu_before;
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let rows_per_s = N as f64 / elapsed.as_secs_f64();
+    eprintln!(
+        "writer: {N} rows in {elapsed:?} = {rows_per_s:.0} rows/s ({} batches); record() {:.2} µs/row; \
+         postgres CPU {:.1} ms per 1,000 rows",
+        ledger.stats().batches,
+        recorded.as_secs_f64() * 1e6 / N as f64,
+        cpu_ticks as f64 / ticks_per_s * 1000.0 / (N as f64 / 1000.0)
+    );
+    assert_eq!(ledger_totals(&store).await.0, N as i64);
+    assert!(rows_per_s > 2_000.0, "{rows_per_s:.0} rows/s");
+}
