@@ -281,7 +281,13 @@ struct Inner {
     tracker: TaskTracker,
     cancel: CancellationToken,
     round_trips: AtomicU64,
+    /// When a sync last failed; requests do not wait on the database again until a sync interval has passed
+    /// (the background task keeps trying).
+    db_failed_at: Mutex<Option<Instant>>,
 }
+
+/// Longest a request waits for a lease top-up before it falls back to the outage allowance.
+const TOP_UP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// This replica's view of one budget window.
 struct Account {
@@ -391,6 +397,7 @@ impl Budgets {
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
             round_trips: AtomicU64::new(0),
+            db_failed_at: Mutex::new(None),
         });
         let weak = Arc::downgrade(&inner);
         let cancel = inner.cancel.clone();
@@ -566,8 +573,7 @@ impl Inner {
                 .max(amount * LEASE_REQUESTS);
             self.sync_request(account, &s, want, shortfall)
         };
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        match leases::sync(&self.store, &request).await {
+        match self.db_sync(&request, true).await {
             Ok(result) => {
                 let mut s = lock(&account.state);
                 apply_sync(&mut s, &request, &result);
@@ -596,6 +602,27 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// One sync with the database, bounded in time. On the request path (`from_request`) it is skipped while
+    /// the database recently failed, so requests in an outage never queue behind connect timeouts.
+    ///
+    /// A sync that times out may still have committed; applying it again later over-counts (spent too high),
+    /// which errs on the side of refusing, never of overspending.
+    async fn db_sync(&self, request: &SyncRequest, from_request: bool) -> Result<leases::SyncResult, String> {
+        if from_request
+            && lock(&self.db_failed_at).is_some_and(|t| t.elapsed() < self.settings.sync_interval)
+        {
+            return Err("database recently unreachable".to_owned());
+        }
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let result = match tokio::time::timeout(TOP_UP_TIMEOUT, leases::sync(&self.store, request)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("budget sync timed out".to_owned()),
+        };
+        *lock(&self.db_failed_at) = if result.is_err() { Some(Instant::now()) } else { None };
+        result
     }
 
     fn sync_request(&self, account: &Account, s: &AccountState, want: Decimal, need: Decimal) -> SyncRequest {
@@ -645,8 +672,7 @@ impl Inner {
                 r.give_back = give_back;
                 r
             };
-            self.round_trips.fetch_add(1, Ordering::Relaxed);
-            match leases::sync(&self.store, &request).await {
+            match self.db_sync(&request, false).await {
                 Ok(result) => {
                     let mut s = lock(&account.state);
                     apply_sync(&mut s, &request, &result);
