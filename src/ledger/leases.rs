@@ -31,6 +31,19 @@ pub struct SyncRequest {
     pub need: Decimal,
     /// Soft budgets are never refused: they take `want` whatever the limit.
     pub unlimited: bool,
+    /// Whose ledger rows a new window starts from. A budget added (or first used) mid-period counts what was
+    /// already spent in the period, read once from the ledger when its window row is created.
+    pub seed: Option<Seed>,
+}
+
+/// The ledger rows a budget covers: a team, optionally one user or key of it, in one dimension.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seed {
+    pub team: String,
+    pub user: Option<String>,
+    pub key_id: Option<String>,
+    pub local: bool,
+    pub window_end: DateTime<Utc>,
 }
 
 /// The counters after a sync.
@@ -74,13 +87,39 @@ pub async fn sync(store: &Store, req: &SyncRequest) -> Result<SyncResult, sqlx::
     match store {
         Store::Postgres(pool) => {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO budget_windows (budget_id, window_start) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(&req.budget_id)
-            .bind(req.window_start)
-            .execute(&mut *tx)
-            .await?;
+            match &req.seed {
+                None => {
+                    sqlx::query(
+                        "INSERT INTO budget_windows (budget_id, window_start) VALUES ($1, $2) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&req.budget_id)
+                    .bind(req.window_start)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Some(seed) => {
+                    // Only the first sync of a window pays for the sum (index on team, time; one month's
+                    // partition); later ones hit the conflict and skip it.
+                    sqlx::query(
+                        "INSERT INTO budget_windows (budget_id, window_start, spent) \
+                         SELECT $1, $2, coalesce(sum(cost), 0) FROM ledger \
+                         WHERE team = $3 AND ($4::text IS NULL OR user_name = $4) \
+                           AND ($5::text IS NULL OR key_id = $5) AND local = $6 AND time >= $2 AND time < $7 \
+                           AND NOT EXISTS (SELECT 1 FROM budget_windows WHERE budget_id = $1 AND window_start = $2) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&req.budget_id)
+                    .bind(req.window_start)
+                    .bind(&seed.team)
+                    .bind(&seed.user)
+                    .bind(&seed.key_id)
+                    .bind(seed.local)
+                    .bind(seed.window_end)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
             let row = sqlx::query(
                 "SELECT spent, leased FROM budget_windows WHERE budget_id = $1 AND window_start = $2 FOR UPDATE",
             )
@@ -106,14 +145,40 @@ pub async fn sync(store: &Store, req: &SyncRequest) -> Result<SyncResult, sqlx::
             let start = sqlite_time(&req.window_start);
             let mut tx = pool.begin().await?;
             // A write first, so the transaction holds the write lock before it reads (see `sql::insert_sqlite`).
-            sqlx::query(
-                "INSERT INTO budget_windows (budget_id, window_start) VALUES (?, ?) \
-                 ON CONFLICT DO UPDATE SET updated_at = excluded.updated_at",
-            )
-            .bind(&req.budget_id)
-            .bind(&start)
-            .execute(&mut *tx)
-            .await?;
+            let created =
+                sqlx::query("INSERT OR IGNORE INTO budget_windows (budget_id, window_start) VALUES (?, ?)")
+                    .bind(&req.budget_id)
+                    .bind(&start)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+            if created && let Some(seed) = &req.seed {
+                let costs: Vec<(String,)> = sqlx::query_as(
+                    "SELECT cost FROM ledger WHERE team = ? AND (? IS NULL OR user_name = ?) \
+                     AND (? IS NULL OR key_id = ?) AND local = ? AND time >= ? AND time < ?",
+                )
+                .bind(&seed.team)
+                .bind(&seed.user)
+                .bind(&seed.user)
+                .bind(&seed.key_id)
+                .bind(&seed.key_id)
+                .bind(seed.local)
+                .bind(&start)
+                .bind(sqlite_time(&seed.window_end))
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut spent = Decimal::ZERO;
+                for (c,) in costs {
+                    spent += parse_decimal(&c)?;
+                }
+                sqlx::query("UPDATE budget_windows SET spent = ? WHERE budget_id = ? AND window_start = ?")
+                    .bind(spent.normalize().to_string())
+                    .bind(&req.budget_id)
+                    .bind(&start)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let row = sqlx::query(
                 "SELECT spent, leased FROM budget_windows WHERE budget_id = ? AND window_start = ?",
             )
@@ -196,6 +261,7 @@ mod tests {
             want,
             need,
             unlimited: false,
+            seed: None,
         }
     }
 
