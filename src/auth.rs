@@ -31,7 +31,12 @@ pub struct Principal {
 
 impl From<&KeyRecord> for Principal {
     fn from(k: &KeyRecord) -> Self {
-        Principal { key_id: k.id.clone(), key_prefix: k.prefix.clone(), user: k.user.clone(), team: k.team.clone() }
+        Principal {
+            key_id: k.id.clone(),
+            key_prefix: k.prefix.clone(),
+            user: k.user.clone(),
+            team: k.team.clone(),
+        }
     }
 }
 
@@ -50,18 +55,32 @@ pub struct Authenticator {
 
 /// Takes the key from `Authorization: Bearer …` (OpenAI clients) or `x-api-key` (Anthropic clients).
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim();
+    if let Some(v) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .unwrap_or(v)
+            .trim();
         if !token.is_empty() {
             return Some(token);
         }
     }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty())
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
 }
 
 impl Authenticator {
     pub fn new(store: Store) -> Self {
-        let cache = Cache::builder().max_capacity(100_000).time_to_idle(KEEP_FOR).build();
+        let cache = Cache::builder()
+            .max_capacity(100_000)
+            .time_to_idle(KEEP_FOR)
+            .build();
         Authenticator { store, cache }
     }
 
@@ -73,14 +92,21 @@ impl Authenticator {
         };
         let hash = hash_key(key);
         let cached = self.cache.get(&hash).await;
-        let fresh = cached.as_ref().is_some_and(|c| c.fetched.elapsed() < REFRESH_AFTER);
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|c| c.fetched.elapsed() < REFRESH_AFTER);
         let entry = if fresh {
             cached
         } else {
             match self.store.find_key(&hash).await {
                 Ok(record) => {
-                    let principal = record.filter(KeyRecord::is_active).map(|r| Arc::new(Principal::from(&r)));
-                    let entry = Cached { principal, fetched: Instant::now() };
+                    let principal = record
+                        .filter(KeyRecord::is_active)
+                        .map(|r| Arc::new(Principal::from(&r)));
+                    let entry = Cached {
+                        principal,
+                        fetched: Instant::now(),
+                    };
                     self.cache.insert(hash, entry.clone()).await;
                     Some(entry)
                 }

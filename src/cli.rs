@@ -9,10 +9,20 @@ use crate::config::{Config, ProcessEnv};
 use crate::store::Store;
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "A cost-optimising reverse proxy for LLM APIs")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A cost-optimising reverse proxy for LLM APIs"
+)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, short, global = true, env = "SWITCHYARD_CONFIG", default_value = "examples/config.yaml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "SWITCHYARD_CONFIG",
+        default_value = "examples/config.yaml"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -75,9 +85,12 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
 
 async fn open_store(path: &Path) -> anyhow::Result<Store> {
     let config = load_config(path)?;
-    Store::open(&config.database_url)
-        .await
-        .with_context(|| format!("cannot open the database at {}", crate::config::redact_url(&config.database_url)))
+    Store::open(&config.database_url).await.with_context(|| {
+        format!(
+            "cannot open the database at {}",
+            crate::config::redact_url(&config.database_url)
+        )
+    })
 }
 
 pub fn init_logging(config: Option<&Config>) {
@@ -85,8 +98,15 @@ pub fn init_logging(config: Option<&Config>) {
     let filter = EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = config.is_some_and(|c| c.log.format == crate::config::LogFormat::Json);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let result = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let result = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");
     }
@@ -144,8 +164,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 async fn keys(store: &Store, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::Create(args) => {
-            let new = store.create_key(&args.user, &args.team, args.label.as_deref()).await?;
-            eprintln!("Created key {} for user {} in team {}.", new.record.id, new.record.user, new.record.team);
+            let new = store
+                .create_key(&args.user, &args.team, args.label.as_deref())
+                .await?;
+            eprintln!(
+                "Created key {} for user {} in team {}.",
+                new.record.id, new.record.user, new.record.team
+            );
             eprintln!("Store it now: it is shown only once.");
             println!("{}", new.plaintext);
         }
@@ -161,16 +186,25 @@ async fn keys(store: &Store, cmd: KeysCommand) -> anyhow::Result<()> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{:<38} {:<12} {:<20} {:<16} {:<8}", "ID", "PREFIX", "USER", "TEAM", "STATUS");
+                println!(
+                    "{:<38} {:<12} {:<20} {:<16} {:<8}",
+                    "ID", "PREFIX", "USER", "TEAM", "STATUS"
+                );
                 for k in keys {
                     let status = if k.is_active() { "active" } else { "revoked" };
-                    println!("{:<38} {:<12} {:<20} {:<16} {:<8}", k.id, k.prefix, k.user, k.team, status);
+                    println!(
+                        "{:<38} {:<12} {:<20} {:<16} {:<8}",
+                        k.id, k.prefix, k.user, k.team, status
+                    );
                 }
             }
         }
         KeysCommand::Revoke { id } => {
             let key = store.revoke_key(&id).await?;
-            println!("revoked {} ({}, user {}, team {})", key.id, key.prefix, key.user, key.team);
+            println!(
+                "revoked {} ({}, user {}, team {})",
+                key.id, key.prefix, key.user, key.team
+            );
         }
     }
     Ok(())

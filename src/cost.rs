@@ -20,7 +20,8 @@ pub fn cost(usage: &Usage, price: &Price) -> Decimal {
 
 /// The most a request can cost: every input token uncached and `max_output_tokens` generated.
 pub fn max_cost(input_tokens: u64, max_output_tokens: u64, price: &Price) -> Decimal {
-    (Decimal::from(input_tokens) * price.input + Decimal::from(max_output_tokens) * price.output) / PER_MILLION
+    (Decimal::from(input_tokens) * price.input + Decimal::from(max_output_tokens) * price.output)
+        / PER_MILLION
 }
 
 #[cfg(test)]
@@ -30,8 +31,17 @@ mod tests {
 
     #[test]
     fn cost_charges_cached_tokens_at_cached_rate() {
-        let price = Price { input: dec!(2.50), output: dec!(10.00), cached_input: dec!(1.25) };
-        let usage = Usage { input_tokens: 1000, cached_input_tokens: 400, output_tokens: 200, ..Usage::default() };
+        let price = Price {
+            input: dec!(2.50),
+            output: dec!(10.00),
+            cached_input: dec!(1.25),
+        };
+        let usage = Usage {
+            input_tokens: 1000,
+            cached_input_tokens: 400,
+            output_tokens: 200,
+            ..Usage::default()
+        };
         // 600 * 2.5 + 400 * 1.25 + 200 * 10 = 1500 + 500 + 2000 = 4000 per million
         assert_eq!(cost(&usage, &price), dec!(0.004));
         assert_eq!(max_cost(1000, 1000, &price), dec!(0.0125));

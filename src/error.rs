@@ -72,7 +72,12 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), param: None, code: None }
+        Error {
+            kind,
+            message: message.into(),
+            param: None,
+            code: None,
+        }
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -94,9 +99,12 @@ impl Error {
     }
 
     pub fn model_not_found(model: &str) -> Self {
-        Error::new(ErrorKind::NotFound, format!("The model `{model}` does not exist or you do not have access to it."))
-            .with_param("model")
-            .with_code("model_not_found")
+        Error::new(
+            ErrorKind::NotFound,
+            format!("The model `{model}` does not exist or you do not have access to it."),
+        )
+        .with_param("model")
+        .with_code("model_not_found")
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -214,7 +222,9 @@ impl IntoResponse for Error {
             _ => Bytes::from(self.to_json().to_string()),
         };
         let mut response = (status, body).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response
     }
 }
@@ -237,9 +247,18 @@ mod tests {
     #[test]
     fn upstream_faults_map_to_gateway_statuses() {
         assert_eq!(Error::upstream_failed("x").status_code(), StatusCode::BAD_GATEWAY);
-        assert_eq!(Error::upstream_timeout("x").status_code(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            Error::upstream_timeout("x").status_code(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
         assert_eq!(Error::upstream_timeout("x").fault(), Fault::Upstream);
-        let rejected = Error::new(ErrorKind::UpstreamRejected { status: 429, body: Bytes::new() }, "slow down");
+        let rejected = Error::new(
+            ErrorKind::UpstreamRejected {
+                status: 429,
+                body: Bytes::new(),
+            },
+            "slow down",
+        );
         assert_eq!(rejected.status_code(), StatusCode::TOO_MANY_REQUESTS);
     }
 }

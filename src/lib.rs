@@ -11,7 +11,8 @@
 //!   parses and encodes the event streams they carry.
 //! - [`usage`] + [`cost`]: tokens from the response, priced in decimal (pure).
 //! - [`ledger`]: one append-only spend row per request; budgets settled.
-//! - [`metrics`]: Prometheus counters and histograms derived from ledger entries.
+//! - [`metrics`]: Prometheus counters and histograms derived from ledger entries; [`logging`]: the structured
+//!   request log line (and the subscriber: text or JSON).
 //!
 //! Around them: [`config`] (YAML, two-stage validation), [`store`] (Postgres or SQLite), [`error`] (the one
 //! error type, in OpenAI's shape).
@@ -25,6 +26,7 @@ pub mod cost;
 pub mod error;
 pub mod estimate;
 pub mod ledger;
+pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

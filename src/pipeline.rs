@@ -95,10 +95,18 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Error> {
 /// What the request needs from a model, read off the body.
 fn facts_of(endpoint: Endpoint, body: &Map<String, Value>, raw_len: usize) -> RequestFacts {
     let mut needs = BTreeSet::new();
-    if body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) || body.contains_key("functions") {
+    if body
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty())
+        || body.contains_key("functions")
+    {
         needs.insert(Capability::Tools);
     }
-    if let Some(rf) = body.get("response_format").and_then(|r| r.get("type")).and_then(Value::as_str)
+    if let Some(rf) = body
+        .get("response_format")
+        .and_then(|r| r.get("type"))
+        .and_then(Value::as_str)
         && rf != "text"
     {
         needs.insert(Capability::JsonMode);
@@ -106,13 +114,18 @@ fn facts_of(endpoint: Endpoint, body: &Map<String, Value>, raw_len: usize) -> Re
     if endpoint == Endpoint::Embeddings {
         needs.insert(Capability::Embeddings);
     }
-    let has_image = body.get("messages").and_then(Value::as_array).is_some_and(|msgs| {
-        msgs.iter().any(|m| {
-            m.get("content").and_then(Value::as_array).is_some_and(|parts| {
-                parts.iter().any(|p| matches!(p.get("type").and_then(Value::as_str), Some("image_url" | "image")))
+    let has_image = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .is_some_and(|msgs| {
+            msgs.iter().any(|m| {
+                m.get("content").and_then(Value::as_array).is_some_and(|parts| {
+                    parts
+                        .iter()
+                        .any(|p| matches!(p.get("type").and_then(Value::as_str), Some("image_url" | "image")))
+                })
             })
-        })
-    });
+        });
     if has_image {
         needs.insert(Capability::Vision);
     }
@@ -132,10 +145,14 @@ fn facts_of(endpoint: Endpoint, body: &Map<String, Value>, raw_len: usize) -> Re
 fn route_error(e: RouteError) -> Error {
     match e {
         RouteError::UnknownModel(m) => Error::model_not_found(&m),
-        RouteError::Denied(why) => Error::new(ErrorKind::Forbidden, why).with_param("model").with_code("model_not_allowed"),
-        RouteError::NoCandidate(why) => Error::invalid_request(format!("No model can serve this request: {why}"))
+        RouteError::Denied(why) => Error::new(ErrorKind::Forbidden, why)
             .with_param("model")
-            .with_code("no_eligible_model"),
+            .with_code("model_not_allowed"),
+        RouteError::NoCandidate(why) => {
+            Error::invalid_request(format!("No model can serve this request: {why}"))
+                .with_param("model")
+                .with_code("no_eligible_model")
+        }
     }
 }
 
@@ -150,7 +167,8 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response,
     let facts = facts_of(call.endpoint, &request, body.len());
     // Classification arrives with the classifier module; until then routed requests use the fallback floor.
     let signal = None;
-    let decision = route::decide(&policy, &state.catalogue, &requested, &facts, signal).map_err(route_error)?;
+    let decision =
+        route::decide(&policy, &state.catalogue, &requested, &facts, signal).map_err(route_error)?;
 
     let targets: Vec<&Target> = decision
         .targets
@@ -166,7 +184,10 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response,
 
     let mut last_error = None;
     for (attempt, target) in targets.iter().enumerate() {
-        let max_output = facts.max_tokens.or(target.model.max_output_tokens.map(u64::from)).unwrap_or(4096);
+        let max_output = facts
+            .max_tokens
+            .or(target.model.max_output_tokens.map(u64::from))
+            .unwrap_or(4096);
         let reservation = state
             .budgets
             .reserve(
@@ -178,9 +199,11 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response,
             .await?;
         let upstream_body = upstream_body(call.endpoint, &mut request, target)?;
         let upstream_request = match target.deployment.kind {
-            ProviderKind::OpenAi => {
-                openai::build_request(&target.deployment, call.endpoint.openai_path(), upstream_body.body)?
-            }
+            ProviderKind::OpenAi => openai::build_request(
+                &target.deployment,
+                call.endpoint.openai_path(),
+                upstream_body.body,
+            )?,
             ProviderKind::Anthropic => {
                 anthropic_request(&target.deployment, &call.headers, upstream_body.body)?
             }
@@ -215,7 +238,14 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response,
                     )));
                     continue;
                 }
-                return respond(finisher, response, sent, upstream_body.client_wants_usage, facts.stream).await;
+                return respond(
+                    finisher,
+                    response,
+                    sent,
+                    upstream_body.client_wants_usage,
+                    facts.stream,
+                )
+                .await;
             }
             Err(e) => {
                 tracing::warn!(request_id = %call.request_id, deployment = %target.deployment.name, error = %e, "upstream call failed");
@@ -224,9 +254,12 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response,
                         "The upstream provider for `{}` did not answer in time.",
                         target.model.name
                     )),
-                    crate::upstream::UpstreamError::MissingCredentials { ref var, .. } => Error::upstream_failed(
-                        format!("The deployment for `{}` is not configured: its API key ({var}) is not set.", target.model.name),
-                    ),
+                    crate::upstream::UpstreamError::MissingCredentials { ref var, .. } => {
+                        Error::upstream_failed(format!(
+                            "The deployment for `{}` is not configured: its API key ({var}) is not set.",
+                            target.model.name
+                        ))
+                    }
                     _ => Error::upstream_failed(format!(
                         "The upstream provider for `{}` could not be reached.",
                         target.model.name
@@ -245,17 +278,31 @@ struct UpstreamBody {
     client_wants_usage: bool,
 }
 
-fn upstream_body(endpoint: Endpoint, request: &mut Map<String, Value>, target: &Target) -> Result<UpstreamBody, Error> {
+fn upstream_body(
+    endpoint: Endpoint,
+    request: &mut Map<String, Value>,
+    target: &Target,
+) -> Result<UpstreamBody, Error> {
     let upstream_model = &target.model.upstream_model;
     let serialize = |v: &Map<String, Value>| {
-        serde_json::to_vec(v).map(Bytes::from).map_err(|e| Error::internal(format!("cannot serialise request: {e}")))
+        serde_json::to_vec(v)
+            .map(Bytes::from)
+            .map_err(|e| Error::internal(format!("cannot serialise request: {e}")))
     };
     match (target.deployment.kind, endpoint) {
-        (ProviderKind::OpenAi, Endpoint::Messages) => Err(Error::internal("messages endpoint on an openai deployment")),
+        (ProviderKind::OpenAi, Endpoint::Messages) => {
+            Err(Error::internal("messages endpoint on an openai deployment"))
+        }
         (ProviderKind::OpenAi, _) => {
-            let client_wants_usage =
-                openai::prepare_body(request, upstream_model, target.deployment.azure_api_version.is_some());
-            Ok(UpstreamBody { body: serialize(request)?, client_wants_usage })
+            let client_wants_usage = openai::prepare_body(
+                request,
+                upstream_model,
+                target.deployment.azure_api_version.is_some(),
+            );
+            Ok(UpstreamBody {
+                body: serialize(request)?,
+                client_wants_usage,
+            })
         }
         (ProviderKind::Anthropic, Endpoint::ChatCompletions) => {
             let client_wants_usage = crate::usage::wants_stream_usage(request);
@@ -269,16 +316,26 @@ fn upstream_body(endpoint: Endpoint, request: &mut Map<String, Value>, target: &
             let body = serde_json::to_vec(&translated)
                 .map(Bytes::from)
                 .map_err(|e| Error::internal(format!("cannot serialise request: {e}")))?;
-            Ok(UpstreamBody { body, client_wants_usage })
+            Ok(UpstreamBody {
+                body,
+                client_wants_usage,
+            })
         }
         (ProviderKind::Anthropic, Endpoint::Messages) => {
             request.insert("model".to_owned(), Value::String(upstream_model.clone()));
-            Ok(UpstreamBody { body: serialize(request)?, client_wants_usage: true })
+            Ok(UpstreamBody {
+                body: serialize(request)?,
+                client_wants_usage: true,
+            })
         }
-        (ProviderKind::Anthropic, Endpoint::Completions | Endpoint::Embeddings) => Err(Error::invalid_request(
-            format!("The model `{}` is served by Anthropic, which has no {} endpoint.", target.model.name, endpoint.operation()),
-        )
-        .with_param("model")),
+        (ProviderKind::Anthropic, Endpoint::Completions | Endpoint::Embeddings) => {
+            Err(Error::invalid_request(format!(
+                "The model `{}` is served by Anthropic, which has no {} endpoint.",
+                target.model.name,
+                endpoint.operation()
+            ))
+            .with_param("model"))
+        }
     }
 }
 
@@ -292,13 +349,17 @@ fn anthropic_request(
 ) -> Result<http::Request<http_body_util::Full<Bytes>>, Error> {
     let mut builder = http::Request::builder()
         .method(http::Method::POST)
-        .uri(format!("{}/v1/messages", deployment.base_url))
+        .uri(format!("{}/messages", deployment.base_url))
         .header(header::CONTENT_TYPE, "application/json")
         .header("anthropic-version", deployment.anthropic_version.as_str())
-        .header(header::USER_AGENT, concat!("switchyard/", env!("CARGO_PKG_VERSION")));
+        .header(
+            header::USER_AGENT,
+            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
+        );
     if let Some(key) = &deployment.api_key {
-        let mut value = HeaderValue::try_from(key.expose())
-            .map_err(|_| Error::internal(format!("deployment {} has a malformed API key", deployment.name)))?;
+        let mut value = HeaderValue::try_from(key.expose()).map_err(|_| {
+            Error::internal(format!("deployment {} has a malformed API key", deployment.name))
+        })?;
         value.set_sensitive(true);
         builder = builder.header("x-api-key", value);
     }
@@ -310,9 +371,12 @@ fn anthropic_request(
     for (name, value) in &deployment.headers {
         builder = builder.header(name, value);
     }
-    builder
-        .body(http_body_util::Full::new(body))
-        .map_err(|_| Error::internal(format!("cannot build the request to deployment {}", deployment.name)))
+    builder.body(http_body_util::Full::new(body)).map_err(|_| {
+        Error::internal(format!(
+            "cannot build the request to deployment {}",
+            deployment.name
+        ))
+    })
 }
 
 /// What of the routing decision the ledger and the response headers need.
@@ -367,7 +431,11 @@ impl Finisher {
     }
 
     fn finish_error(self, error: &Error) {
-        let status = if error.fault() == crate::error::Fault::Client { Status::Rejected } else { Status::Failed };
+        let status = if error.fault() == crate::error::Fault::Client {
+            Status::Rejected
+        } else {
+            Status::Failed
+        };
         self.finish(Outcome {
             usage: Usage::default(),
             estimated: false,
@@ -380,7 +448,10 @@ impl Finisher {
     fn finish(mut self, outcome: Outcome) {
         let price = self.target.model.price;
         let cost = cost::cost(&outcome.usage, &price);
-        let baseline_cost = self.decision.baseline_price.map_or(cost, |p| cost::cost(&outcome.usage, &p));
+        let baseline_cost = self
+            .decision
+            .baseline_price
+            .map_or(cost, |p| cost::cost(&outcome.usage, &p));
         if let Some(reservation) = self.reservation.take() {
             reservation.settle(cost);
         }
@@ -408,7 +479,9 @@ impl Finisher {
             task: None,
             route_reason: self.decision.reason.to_owned(),
             latency_ms: u32::try_from(latency.as_millis()).unwrap_or(u32::MAX),
-            ttft_ms: outcome.ttft.map(|t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX)),
+            ttft_ms: outcome
+                .ttft
+                .map(|t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX)),
             status: outcome.status,
             http_status: outcome.http_status,
             overhead_us: u64::try_from(self.overhead().as_micros()).unwrap_or(u64::MAX),
@@ -442,7 +515,11 @@ impl Finisher {
         if let Some(d) = self.decision.difficulty {
             set(headers, DIFFICULTY_HEADER, &format!("{d:.3}"));
         }
-        set(headers, OVERHEAD_HEADER, &format!("{:.3}", self.overhead().as_secs_f64() * 1000.0));
+        set(
+            headers,
+            OVERHEAD_HEADER,
+            &format!("{:.3}", self.overhead().as_secs_f64() * 1000.0),
+        );
     }
 }
 
@@ -475,9 +552,10 @@ async fn respond(
     if parts.status.is_success() && stream && is_sse {
         finisher.upstream_time = sent.elapsed();
         let processor: Box<dyn StreamProcessor> = match (kind, endpoint) {
-            (ProviderKind::Anthropic, Endpoint::ChatCompletions) => {
-                Box::new(AnthropicToChat::new(&finisher.target.model.name, client_wants_usage))
-            }
+            (ProviderKind::Anthropic, Endpoint::ChatCompletions) => Box::new(AnthropicToChat::new(
+                &finisher.target.model.name,
+                client_wants_usage,
+            )),
             (ProviderKind::Anthropic, _) => Box::new(MessagesPassthrough::default()),
             (ProviderKind::OpenAi, _) => Box::new(OpenAiPassthrough::new(client_wants_usage)),
         };
@@ -501,28 +579,51 @@ async fn respond(
             idle: Box::pin(tokio::time::sleep(idle)),
             done: false,
         };
-        return builder.body(Body::from_stream(stream)).map_err(|e| Error::internal(format!("response: {e}")));
+        return builder
+            .body(Body::from_stream(stream))
+            .map_err(|e| Error::internal(format!("response: {e}")));
     }
 
     // A plain body: read it whole, at most the deployment's total timeout.
     let total = finisher.target.deployment.timeouts.total;
-    let collected = tokio::time::timeout(total, http_body_util::Limited::new(body, MAX_RESPONSE_BYTES).collect()).await;
+    let collected = tokio::time::timeout(
+        total,
+        http_body_util::Limited::new(body, MAX_RESPONSE_BYTES).collect(),
+    )
+    .await;
     finisher.upstream_time = sent.elapsed();
     let bytes = match collected {
         Err(_) => {
-            let e = Error::upstream_timeout(format!("The upstream provider for `{}` did not finish in time.", finisher.target.model.name));
+            let e = Error::upstream_timeout(format!(
+                "The upstream provider for `{}` did not finish in time.",
+                finisher.target.model.name
+            ));
             finisher.finish_error(&e);
             return Err(e);
         }
         Ok(Err(e)) => {
             tracing::warn!(request_id = %finisher.request_id, error = %e, "upstream body failed");
-            let e = Error::upstream_failed(format!("The upstream provider for `{}` broke off its answer.", finisher.target.model.name));
+            let e = Error::upstream_failed(format!(
+                "The upstream provider for `{}` broke off its answer.",
+                finisher.target.model.name
+            ));
             finisher.finish_error(&e);
             return Err(e);
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
 
+    if parts.status == StatusCode::UNAUTHORIZED {
+        // The provider refused the deployment's credentials, not the caller's: passing the 401 on would tell the
+        // client its own Switchyard key is bad.
+        tracing::error!(deployment = %finisher.target.deployment.name, "upstream rejected the deployment's API key");
+        let e = Error::upstream_failed(format!(
+            "The upstream provider for `{}` rejected Switchyard's credentials; an administrator must fix the deployment.",
+            finisher.target.model.name
+        ));
+        finisher.finish_error(&e);
+        return Err(e);
+    }
     if parts.status.is_client_error() {
         let body = match (kind, endpoint) {
             (ProviderKind::Anthropic, Endpoint::ChatCompletions) => {
@@ -531,7 +632,10 @@ async fn respond(
             _ => bytes,
         };
         let status = parts.status.as_u16();
-        let error = Error::new(ErrorKind::UpstreamRejected { status, body }, format!("upstream answered {status}"));
+        let error = Error::new(
+            ErrorKind::UpstreamRejected { status, body },
+            format!("upstream answered {status}"),
+        );
         finisher.finish_error(&error);
         let mut response = axum::response::IntoResponse::into_response(error);
         copy_upstream_headers(&parts.headers, response.headers_mut());
@@ -549,16 +653,19 @@ async fn respond(
 
     let (out, usage) = match (kind, endpoint) {
         (ProviderKind::Anthropic, Endpoint::ChatCompletions) => {
-            let value: Value = serde_json::from_slice(&bytes).map_err(|_| {
-                Error::upstream_failed("The upstream provider answered with malformed JSON.")
-            })?;
+            let value: Value = serde_json::from_slice(&bytes)
+                .map_err(|_| Error::upstream_failed("The upstream provider answered with malformed JSON."))?;
             let translated = anthropic::messages_response_to_chat(&value, &finisher.target.model.name)
-                .map_err(|e| Error::upstream_failed(format!("Cannot translate the provider's answer: {e}")))?;
+                .map_err(|e| {
+                    Error::upstream_failed(format!("Cannot translate the provider's answer: {e}"))
+                })?;
             let usage = anthropic::messages_usage_from_json(&value);
             (Bytes::from(translated.to_string()), usage)
         }
         (ProviderKind::Anthropic, _) => {
-            let usage = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| anthropic::messages_usage_from_json(&v));
+            let usage = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| anthropic::messages_usage_from_json(&v));
             (bytes, usage)
         }
         (ProviderKind::OpenAi, _) => {
@@ -568,7 +675,10 @@ async fn respond(
     };
     let (usage, estimated) = match usage {
         Some(u) => (u, false),
-        None => (estimate::estimate_usage(finisher.estimated_input_tokens, &out), true),
+        None => (
+            estimate::estimate_usage(finisher.estimated_input_tokens, &out),
+            true,
+        ),
     };
     let mut response = Response::builder()
         .status(StatusCode::OK)
@@ -577,7 +687,13 @@ async fn respond(
         .map_err(|e| Error::internal(format!("response: {e}")))?;
     copy_upstream_headers(&parts.headers, response.headers_mut());
     finisher.headers(response.headers_mut());
-    finisher.finish(Outcome { usage, estimated, status: Status::Ok, http_status: 200, ttft: None });
+    finisher.finish(Outcome {
+        usage,
+        estimated,
+        status: Status::Ok,
+        http_status: 200,
+        ttft: None,
+    });
     Ok(response)
 }
 
@@ -614,14 +730,21 @@ struct OpenAiPassthrough {
 
 impl OpenAiPassthrough {
     fn new(client_wants_usage: bool) -> Self {
-        OpenAiPassthrough { parser: SseParser::new(), watch: crate::usage::OpenAiStreamUsage::new(client_wants_usage) }
+        OpenAiPassthrough {
+            parser: SseParser::new(),
+            watch: crate::usage::OpenAiStreamUsage::new(client_wants_usage),
+        }
     }
 }
 
 impl StreamProcessor for OpenAiPassthrough {
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, String> {
         let events = self.parser.push(chunk).map_err(|e| e.to_string())?;
-        Ok(events.into_iter().filter(|ev| self.watch.observe(ev)).map(|ev| ev.raw).collect())
+        Ok(events
+            .into_iter()
+            .filter(|ev| self.watch.observe(ev))
+            .map(|ev| ev.raw)
+            .collect())
     }
 
     fn finish(&mut self) -> Vec<Bytes> {
@@ -652,7 +775,10 @@ struct AnthropicToChat {
 
 impl AnthropicToChat {
     fn new(model: &str, client_wants_usage: bool) -> Self {
-        AnthropicToChat { parser: SseParser::new(), translator: anthropic::StreamTranslator::new(model, client_wants_usage) }
+        AnthropicToChat {
+            parser: SseParser::new(),
+            translator: anthropic::StreamTranslator::new(model, client_wants_usage),
+        }
     }
 }
 
@@ -750,12 +876,21 @@ impl AccountedStream {
             let (usage, estimated) = match self.processor.usage() {
                 Some(u) => (u, false),
                 None => (
-                    estimate::estimate_stream_usage(finisher.estimated_input_tokens, self.processor.output_bytes()),
+                    estimate::estimate_stream_usage(
+                        finisher.estimated_input_tokens,
+                        self.processor.output_bytes(),
+                    ),
                     true,
                 ),
             };
             let http_status = if status == Status::Ok { 200 } else { 502 };
-            finisher.finish(Outcome { usage, estimated, status, http_status, ttft: self.ttft });
+            finisher.finish(Outcome {
+                usage,
+                estimated,
+                status,
+                http_status,
+                ttft: self.ttft,
+            });
         }
     }
 
@@ -789,7 +924,9 @@ impl Stream for AccountedStream {
                         Ok(frames) => this.pending.extend(frames),
                         Err(e) => {
                             tracing::warn!(error = %e, "malformed upstream stream");
-                            this.pending.push_back(Self::error_frame("The upstream provider sent a malformed stream."));
+                            this.pending.push_back(Self::error_frame(
+                                "The upstream provider sent a malformed stream.",
+                            ));
                             this.done = true;
                             this.close(Status::Failed);
                         }
@@ -798,7 +935,8 @@ impl Stream for AccountedStream {
                 Poll::Ready(Some(Err(e))) => {
                     tracing::warn!(error = %e, "upstream stream broke off");
                     this.pending.extend(this.processor.finish());
-                    this.pending.push_back(Self::error_frame("The upstream provider broke off the stream."));
+                    this.pending
+                        .push_back(Self::error_frame("The upstream provider broke off the stream."));
                     this.done = true;
                     this.close(Status::Failed);
                 }
@@ -808,13 +946,15 @@ impl Stream for AccountedStream {
                     if this.processor.completed() {
                         this.close(Status::Ok);
                     } else {
-                        this.pending.push_back(Self::error_frame("The upstream provider ended the stream early."));
+                        this.pending
+                            .push_back(Self::error_frame("The upstream provider ended the stream early."));
                         this.close(Status::Failed);
                     }
                 }
                 Poll::Pending => {
                     if this.idle.as_mut().poll(cx).is_ready() {
-                        this.pending.push_back(Self::error_frame("The upstream provider stopped sending."));
+                        this.pending
+                            .push_back(Self::error_frame("The upstream provider stopped sending."));
                         this.done = true;
                         this.close(Status::Failed);
                         continue;

@@ -54,7 +54,10 @@ pub enum RouteError {
 }
 
 fn targets_of(model: &Arc<Model>) -> impl Iterator<Item = Target> + '_ {
-    model.deployments.iter().map(|d| Target { model: model.clone(), deployment: d.clone() })
+    model.deployments.iter().map(|d| Target {
+        model: model.clone(),
+        deployment: d.clone(),
+    })
 }
 
 pub fn decide(
@@ -68,9 +71,18 @@ pub fn decide(
         .baseline_model
         .as_deref()
         .and_then(|n| catalogue.get(n).cloned())
-        .or_else(|| catalogue.models.iter().filter(|m| !m.local).max_by(|a, b| a.quality.total_cmp(&b.quality)).cloned());
+        .or_else(|| {
+            catalogue
+                .models
+                .iter()
+                .filter(|m| !m.local)
+                .max_by(|a, b| a.quality.total_cmp(&b.quality))
+                .cloned()
+        });
     if !policy.wants_routing(requested) {
-        let model = catalogue.get(requested).ok_or_else(|| RouteError::UnknownModel(requested.to_owned()))?;
+        let model = catalogue
+            .get(requested)
+            .ok_or_else(|| RouteError::UnknownModel(requested.to_owned()))?;
         return Ok(Decision {
             targets: targets_of(model).collect(),
             reason: "honoured",
@@ -89,14 +101,22 @@ pub fn decide(
         .filter(|m| facts.needs.iter().all(|c| m.has(*c)))
         .collect();
     candidates.sort_by(|a, b| {
-        (a.price.input + a.price.output).cmp(&(b.price.input + b.price.output)).then(a.name.cmp(&b.name))
+        (a.price.input + a.price.output)
+            .cmp(&(b.price.input + b.price.output))
+            .then(a.name.cmp(&b.name))
     });
     let Some(first) = candidates.first() else {
-        return Err(RouteError::NoCandidate("no model meets the quality floor and capabilities".to_owned()));
+        return Err(RouteError::NoCandidate(
+            "no model meets the quality floor and capabilities".to_owned(),
+        ));
     };
     Ok(Decision {
         targets: candidates.iter().flat_map(|m| targets_of(m)).collect(),
-        reason: if signal.is_some() { "cheapest_qualifying" } else { "classifier_unavailable" },
+        reason: if signal.is_some() {
+            "cheapest_qualifying"
+        } else {
+            "classifier_unavailable"
+        },
         detail: format!("cheapest model with quality >= {floor:.2}: {}", first.name),
         routed: true,
         difficulty,

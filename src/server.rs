@@ -30,9 +30,12 @@ use crate::upstream::Upstream;
 
 /// Builds every long-lived component from the validated config.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
-    let store = Store::open(&config.database_url)
-        .await
-        .with_context(|| format!("cannot open the database at {}", crate::config::redact_url(&config.database_url)))?;
+    let store = Store::open(&config.database_url).await.with_context(|| {
+        format!(
+            "cannot open the database at {}",
+            crate::config::redact_url(&config.database_url)
+        )
+    })?;
     let upstream = Upstream::new(config.deployments.values()).context("cannot build the upstream client")?;
     let metrics = Metrics::new().context("cannot register metrics")?;
     for d in config.deployments.values().filter(|d| d.missing_credentials()) {
@@ -82,13 +85,21 @@ fn tls_acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
 }
 
 /// Runs the proxy until `shutdown` resolves.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let state = build_state(config).await?;
     serve(state, listener, shutdown).await
 }
 
 /// Serves an already built state (tests use this to keep a handle on the state).
-pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let tls = state.config.tls.as_ref().map(tls_acceptor).transpose()?;
     let router = crate::api::router(state.clone());
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -123,7 +134,9 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
         let watcher = graceful.watcher();
         match tls.clone() {
             None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                    .into_owned();
                 tokio::spawn(async move {
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
@@ -132,15 +145,18 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    let stream =
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
@@ -151,12 +167,19 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: impl Future
 
     drop(listener);
     state.draining.store(true, Ordering::Relaxed);
-    tracing::info!(grace_s = grace.as_secs_f64(), in_flight = graceful.count(), "shutting down: draining connections");
+    tracing::info!(
+        grace_s = grace.as_secs_f64(),
+        in_flight = graceful.count(),
+        "shutting down: draining connections"
+    );
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("grace period over; closing the remaining connections");
     }
     state.tasks.close();
-    if tokio::time::timeout(Duration::from_secs(5), state.tasks.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), state.tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("background tasks did not finish in time");
     }
     state.ledger.drain().await;

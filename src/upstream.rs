@@ -71,12 +71,16 @@ fn build_client(deployment: &Deployment) -> Result<HttpsClient, std::io::Error> 
 }
 
 impl Upstream {
-    pub fn new<'a>(deployments: impl IntoIterator<Item = &'a Arc<Deployment>>) -> Result<Self, std::io::Error> {
+    pub fn new<'a>(
+        deployments: impl IntoIterator<Item = &'a Arc<Deployment>>,
+    ) -> Result<Self, std::io::Error> {
         let mut clients = HashMap::new();
         for d in deployments {
             clients.insert(d.name.clone(), build_client(d)?);
         }
-        Ok(Upstream { clients: Arc::new(clients) })
+        Ok(Upstream {
+            clients: Arc::new(clients),
+        })
     }
 
     /// Sends a request and waits for the response head, at most the deployment's first-byte timeout.
@@ -86,7 +90,10 @@ impl Upstream {
         request: Request<Full<Bytes>>,
     ) -> Result<http::Response<Incoming>, UpstreamError> {
         if let (true, Some(var)) = (deployment.missing_credentials(), &deployment.api_key_env) {
-            return Err(UpstreamError::MissingCredentials { deployment: deployment.name.clone(), var: var.clone() });
+            return Err(UpstreamError::MissingCredentials {
+                deployment: deployment.name.clone(),
+                var: var.clone(),
+            });
         }
         let Some(client) = self.clients.get(&deployment.name) else {
             return Err(UpstreamError::Failed {
@@ -96,12 +103,19 @@ impl Upstream {
         };
         let after = deployment.timeouts.first_byte;
         match tokio::time::timeout(after, client.request(request)).await {
-            Err(_) => Err(UpstreamError::Timeout { deployment: deployment.name.clone(), after }),
+            Err(_) => Err(UpstreamError::Timeout {
+                deployment: deployment.name.clone(),
+                after,
+            }),
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) if e.is_connect() => {
-                Err(UpstreamError::Connect { deployment: deployment.name.clone(), detail: error_chain(&e) })
-            }
-            Ok(Err(e)) => Err(UpstreamError::Failed { deployment: deployment.name.clone(), detail: error_chain(&e) }),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect {
+                deployment: deployment.name.clone(),
+                detail: error_chain(&e),
+            }),
+            Ok(Err(e)) => Err(UpstreamError::Failed {
+                deployment: deployment.name.clone(),
+                detail: error_chain(&e),
+            }),
         }
     }
 }

@@ -1,6 +1,12 @@
 //! Black-box end-to-end test: the real `switchyard` binary, configured by file and environment like a user would,
 //! driven by the official `openai` and `anthropic` Python SDKs (tests/e2e/*.py) against the mock upstream.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is a failed assertion with its message"
+)]
+
 mod common;
 
 use common::mock::MockUpstream;
@@ -35,7 +41,13 @@ async fn official_sdks_work_through_the_proxy_binary() {
     let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(key.starts_with("sy-"), "{key}");
 
-    let server = ChildServer::spawn(bin.as_ref(), &["serve"], &envs, format!("http://127.0.0.1:{port}")).await;
+    let server = ChildServer::spawn(
+        bin.as_ref(),
+        &["serve"],
+        &envs,
+        format!("http://127.0.0.1:{port}"),
+    )
+    .await;
     let mut env = common::e2e::sdk_env(&server.base_url, &key, "proxy");
     env.extend([
         ("SWITCHYARD_MODEL", "auto".to_owned()),

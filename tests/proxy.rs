@@ -1,6 +1,12 @@
 //! Integration tests of the proxy core: every endpoint and error path, against the in-process mock upstream,
 //! on both store backends (SQLite and the real Postgres).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is a failed assertion with its message"
+)]
+
 mod common;
 
 use std::time::Duration;
@@ -42,6 +48,7 @@ on_both_stores!(
     upstream_dying_mid_stream_reaches_the_client_as_an_error,
     graceful_shutdown_lets_streams_finish,
     fallback_deployment_serves_when_the_first_is_down,
+    azure_deployments_use_api_version_and_api_key,
     health_and_admin_endpoints,
 );
 
@@ -77,10 +84,17 @@ async fn chat_passthrough_keeps_unknown_fields_and_rewrites_model(db: Db) {
     let seen = upstream.last_request();
     assert_eq!(seen.path, "/v1/chat/completions");
     assert_eq!(seen.model(), Some("small-upstream-id"));
-    assert_eq!(seen.bearer(), Some(UPSTREAM_KEY), "the deployment's key, never the client's");
+    assert_eq!(
+        seen.bearer(),
+        Some(UPSTREAM_KEY),
+        "the deployment's key, never the client's"
+    );
     assert_eq!(seen.body["x_vendor_extension"], json!({"keep": [1, 2, 3]}));
     assert_eq!(seen.body["temperature"], json!(0.3));
-    assert!(seen.body.get("stream_options").is_none(), "non-stream requests are not given stream_options");
+    assert!(
+        seen.body.get("stream_options").is_none(),
+        "non-stream requests are not given stream_options"
+    );
 
     // Without a client id, one is generated.
     let r = post_json(
@@ -107,16 +121,25 @@ async fn streaming_removes_the_usage_chunk_the_client_did_not_ask_for(db: Db) {
     assert_eq!(r.header("content-type"), Some("text/event-stream"));
     assert_eq!(r.header("x-switchyard-model"), Some("small"));
     let events = parse_sse(&r.text());
-    assert!(events.last().is_some_and(|e| e.is_done()), "stream ends with [DONE]");
+    assert!(
+        events.last().is_some_and(|e| e.is_done()),
+        "stream ends with [DONE]"
+    );
     assert!(!openai_stream_text(&events).is_empty());
     let usage_chunks = events
         .iter()
         .filter(|e| !e.is_done())
         .filter(|e| e.json()["choices"].as_array().is_some_and(|c| c.is_empty()))
         .count();
-    assert_eq!(usage_chunks, 0, "the usage-only chunk Switchyard asked for is removed");
+    assert_eq!(
+        usage_chunks, 0,
+        "the usage-only chunk Switchyard asked for is removed"
+    );
     // Switchyard asked the upstream for usage so the ledger is exact.
-    assert_eq!(upstream.last_request().body["stream_options"]["include_usage"], true);
+    assert_eq!(
+        upstream.last_request().body["stream_options"]["include_usage"],
+        true
+    );
     p.stop().await;
 }
 
@@ -148,7 +171,11 @@ fn assert_openai_error(body: &Value, code: Option<&str>) {
     let e = &body["error"];
     assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     assert!(e["type"].is_string(), "{body}");
-    assert!(e.as_object().is_some_and(|o| o.contains_key("param") && o.contains_key("code")), "{body}");
+    assert!(
+        e.as_object()
+            .is_some_and(|o| o.contains_key("param") && o.contains_key("code")),
+        "{body}"
+    );
     if let Some(code) = code {
         assert_eq!(e["code"], code, "{body}");
     }
@@ -165,21 +192,36 @@ async fn auth_errors_use_openai_shape(db: Db) {
     let r = post_json(&url, &[("authorization", "Bearer sy-notakey")], &body).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_openai_error(&r.json(), Some("invalid_api_key"));
-    assert!(!r.text().contains("sy-notakey"), "the presented key is never echoed");
+    assert!(
+        !r.text().contains("sy-notakey"),
+        "the presented key is never echoed"
+    );
     // Anthropic clients authenticate with x-api-key.
     let r = post_json(&url, &[("x-api-key", &p.key)], &body).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(upstream.counters().requests, 1, "refused requests never reach the upstream");
+    assert_eq!(
+        upstream.counters().requests,
+        1,
+        "refused requests never reach the upstream"
+    );
     p.stop().await;
 }
 
 async fn revoked_key_stops_working_within_seconds(db: Db) {
     let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
     let p = TestProxy::start(&upstream.url(), db).await;
-    let new = p.state.store.create_key("bob", "marketing", Some("laptop")).await.unwrap();
+    let new = p
+        .state
+        .store
+        .create_key("bob", "marketing", Some("laptop"))
+        .await
+        .unwrap();
     let url = format!("{}/v1/models", p.url);
     let auth = format!("Bearer {}", new.plaintext);
-    assert_eq!(get(&url, &[("authorization", &auth)]).await.status, StatusCode::OK);
+    assert_eq!(
+        get(&url, &[("authorization", &auth)]).await.status,
+        StatusCode::OK
+    );
     p.state.store.revoke_key(&new.record.prefix).await.unwrap();
     let revoked_at = std::time::Instant::now();
     loop {
@@ -187,7 +229,10 @@ async fn revoked_key_stops_working_within_seconds(db: Db) {
         if r.status == StatusCode::UNAUTHORIZED {
             break;
         }
-        assert!(revoked_at.elapsed() < Duration::from_secs(4), "revoked key still accepted after 4 s");
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(4),
+            "revoked key still accepted after 4 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     p.stop().await;
@@ -199,7 +244,13 @@ async fn request_errors_use_openai_shape(db: Db) {
     let (h, v) = bearer(&p);
     let url = format!("{}/v1/chat/completions", p.url);
 
-    let r = send(Method::POST, &url, &[(h, &v), ("content-type", "application/json")], Bytes::from("{not json")).await;
+    let r = send(
+        Method::POST,
+        &url,
+        &[(h, &v), ("content-type", "application/json")],
+        Bytes::from("{not json"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_openai_error(&r.json(), None);
 
@@ -212,7 +263,12 @@ async fn request_errors_use_openai_shape(db: Db) {
     assert_openai_error(&r.json(), Some("model_not_found"));
 
     let big = "x".repeat(70_000);
-    let r = post_json(&url, &[(h, &v)], &json!({"model": "small", "messages": [{"role": "user", "content": big}]})).await;
+    let r = post_json(
+        &url,
+        &[(h, &v)],
+        &json!({"model": "small", "messages": [{"role": "user", "content": big}]}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_openai_error(&r.json(), Some("request_too_large"));
 
@@ -248,6 +304,12 @@ async fn upstream_errors_map_to_gateway_statuses(db: Db) {
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.header("retry-after"), Some("7"));
 
+    // The provider refusing the deployment's key is Switchyard's problem, not the caller's: 502, not 401.
+    upstream.push_behavior(Behavior::error(401));
+    let r = post_json(&url, &[(h, &v)], &body).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_openai_error(&r.json(), None);
+
     // 5xx becomes 502 in our shape.
     upstream.push_behavior(Behavior::error(500));
     let r = post_json(&url, &[(h, &v)], &body).await;
@@ -262,7 +324,12 @@ async fn upstream_errors_map_to_gateway_statuses(db: Db) {
     assert_openai_error(&r.json(), Some("timeout"));
 
     // A deployment whose key variable is unset fails clearly, naming the variable but no secret.
-    let r = post_json(&url, &[(h, &v)], &json!({"model": "nokey", "messages": [{"role": "user", "content": "x"}]})).await;
+    let r = post_json(
+        &url,
+        &[(h, &v)],
+        &json!({"model": "nokey", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert!(r.text().contains("TEST_NOT_SET"), "{}", r.text());
     assert!(!r.text().contains(UPSTREAM_KEY));
@@ -293,8 +360,16 @@ async fn anthropic_deployments_translate_chat(db: Db) {
     assert_eq!(seen.header("x-api-key"), Some(UPSTREAM_KEY));
     assert!(seen.header("anthropic-version").is_some());
     assert_eq!(seen.body["model"], "claude-sonnet-upstream");
-    assert!(seen.body["system"].to_string().contains("Be brief."), "{}", seen.body);
-    assert!(seen.body["messages"].as_array().is_some_and(|m| m.iter().all(|m| m["role"] != "system")));
+    assert!(
+        seen.body["system"].to_string().contains("Be brief."),
+        "{}",
+        seen.body
+    );
+    assert!(
+        seen.body["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m["role"] != "system"))
+    );
 
     // Streaming: Anthropic events become chat.completion.chunk frames ending in [DONE].
     let r = post_json(
@@ -315,12 +390,22 @@ async fn anthropic_deployments_translate_chat(db: Db) {
 
     // Provider errors are translated into OpenAI's shape.
     upstream.push_behavior(Behavior::error(400));
-    let r = post_json(&url, &[(h, &v)], &json!({"model": "claude", "messages": [{"role": "user", "content": "x"}]})).await;
+    let r = post_json(
+        &url,
+        &[(h, &v)],
+        &json!({"model": "claude", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_openai_error(&r.json(), None);
 
     // What Anthropic cannot do is refused before any call, naming the parameter.
-    let r = post_json(&url, &[(h, &v)], &json!({"model": "claude", "n": 3, "messages": [{"role": "user", "content": "x"}]})).await;
+    let r = post_json(
+        &url,
+        &[(h, &v)],
+        &json!({"model": "claude", "n": 3, "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["error"]["param"], "n");
     p.stop().await;
@@ -331,7 +416,11 @@ async fn anthropic_messages_endpoint_passes_through(db: Db) {
     let p = TestProxy::start(&upstream.url(), db).await;
     let url = format!("{}/v1/messages", p.url);
     let key = p.key.clone();
-    let headers = [("x-api-key", key.as_str()), ("anthropic-version", "2023-06-01"), ("anthropic-beta", "test-beta")];
+    let headers = [
+        ("x-api-key", key.as_str()),
+        ("anthropic-version", "2023-06-01"),
+        ("anthropic-beta", "test-beta"),
+    ];
     let r = post_json(
         &url,
         &headers,
@@ -348,11 +437,22 @@ async fn anthropic_messages_endpoint_passes_through(db: Db) {
 
     let r = post_json(&url, &headers, &json!({"model": "claude", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
     let events = parse_sse(&r.text());
-    assert_eq!(events.first().map(|e| e.event.clone()), Some(Some("message_start".to_owned())));
-    assert_eq!(events.last().map(|e| e.event.clone()), Some(Some("message_stop".to_owned())));
+    assert_eq!(
+        events.first().map(|e| e.event.clone()),
+        Some(Some("message_start".to_owned()))
+    );
+    assert_eq!(
+        events.last().map(|e| e.event.clone()),
+        Some(Some("message_stop".to_owned()))
+    );
 
     // A model not served by Anthropic cannot be used on this endpoint.
-    let r = post_json(&url, &headers, &json!({"model": "small", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})).await;
+    let r = post_json(
+        &url,
+        &headers,
+        &json!({"model": "small", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     p.stop().await;
 }
@@ -361,25 +461,42 @@ async fn embeddings_completions_and_models(db: Db) {
     let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
     let p = TestProxy::start(&upstream.url(), db).await;
     let (h, v) = bearer(&p);
-    let r = post_json(&format!("{}/v1/embeddings", p.url), &[(h, &v)], &json!({"model": "embed", "input": "a b c"})).await;
+    let r = post_json(
+        &format!("{}/v1/embeddings", p.url),
+        &[(h, &v)],
+        &json!({"model": "embed", "input": "a b c"}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["object"], "list");
     assert_eq!(upstream.last_request().path, "/v1/embeddings");
 
-    let r = post_json(&format!("{}/v1/completions", p.url), &[(h, &v)], &json!({"model": "small", "prompt": "once upon"})).await;
+    let r = post_json(
+        &format!("{}/v1/completions", p.url),
+        &[(h, &v)],
+        &json!({"model": "small", "prompt": "once upon"}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(upstream.last_request().path, "/v1/completions");
 
     let r = get(&format!("{}/v1/models", p.url), &[(h, &v)]).await;
     assert_eq!(r.status, StatusCode::OK);
-    let ids: Vec<String> =
-        r.json()["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> = r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
     for id in ["auto", "small", "big", "claude", "embed"] {
         assert!(ids.contains(&id.to_owned()), "{ids:?}");
     }
     let r = get(&format!("{}/v1/models/big", p.url), &[(h, &v)]).await;
     assert_eq!(r.json()["id"], "big");
-    assert_eq!(get(&format!("{}/v1/models/none", p.url), &[(h, &v)]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&format!("{}/v1/models/none", p.url), &[(h, &v)]).await.status,
+        StatusCode::NOT_FOUND
+    );
     p.stop().await;
 }
 
@@ -387,7 +504,8 @@ async fn client_disconnect_mid_stream_cancels_upstream(db: Db) {
     let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
     let p = TestProxy::start(&upstream.url(), db).await;
     let auth = p.auth();
-    let body = json!({"model": "small", "stream": true, "messages": [{"role": "user", "content": "long story"}]});
+    let body =
+        json!({"model": "small", "stream": true, "messages": [{"role": "user", "content": "long story"}]});
     upstream.push_behavior(Behavior::ok().chunk_delay_ms(50).chunks(200));
     let resp = open(
         Method::POST,
@@ -407,7 +525,9 @@ async fn client_disconnect_mid_stream_cancels_upstream(db: Db) {
         .expect("upstream stream cancelled after the client left");
     let metrics = p.state.metrics.render();
     assert!(
-        metrics.lines().any(|l| l.starts_with("switchyard_requests_total") && l.contains("status=\"cancelled\"")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_requests_total") && l.contains("status=\"cancelled\"")),
         "{metrics}"
     );
     p.stop().await;
@@ -430,7 +550,10 @@ async fn upstream_dying_mid_stream_reaches_the_client_as_an_error(db: Db) {
     let last = events.last().expect("events").json();
     assert_openai_error(&last, None);
     let metrics = p.state.metrics.render();
-    assert!(metrics.lines().any(|l| l.contains("status=\"failed\"")), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l.contains("status=\"failed\"")),
+        "{metrics}"
+    );
     p.stop().await;
 }
 
@@ -454,13 +577,31 @@ async fn graceful_shutdown_lets_streams_finish(db: Db) {
     let r = read_body(resp).await;
     assert!(r.body_error.is_none(), "{:?}", r.body_error);
     let events = parse_sse(&r.text());
-    assert!(events.last().is_some_and(|e| e.is_done()), "the in-flight stream finished");
-    assert_eq!(openai_stream_text(&events).split_whitespace().count(), 20, "every chunk arrived");
-    assert!(started.elapsed() >= Duration::from_millis(500), "the stream really was in flight during shutdown");
-    tokio::time::timeout(Duration::from_secs(5), server).await.expect("server stopped").unwrap().unwrap();
+    assert!(
+        events.last().is_some_and(|e| e.is_done()),
+        "the in-flight stream finished"
+    );
+    assert_eq!(
+        openai_stream_text(&events).split_whitespace().count(),
+        20,
+        "every chunk arrived"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "the stream really was in flight during shutdown"
+    );
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server stopped")
+        .unwrap()
+        .unwrap();
     // New connections are refused once the server has stopped.
     let refused = common::client::client()
-        .request(http::Request::get(format!("{}/healthz", p.url)).body(http_body_util::Full::new(Bytes::new())).unwrap())
+        .request(
+            http::Request::get(format!("{}/healthz", p.url))
+                .body(http_body_util::Full::new(Bytes::new()))
+                .unwrap(),
+        )
         .await;
     assert!(refused.is_err());
 }
@@ -479,7 +620,12 @@ async fn fallback_deployment_serves_when_the_first_is_down(db: Db) {
     assert_eq!(upstream.counters().requests, 1);
     // A 5xx on a single-deployment model is not retried elsewhere.
     upstream.push_behavior(Behavior::error(503));
-    let r = post_json(&format!("{}/v1/chat/completions", p.url), &[(h, &v)], &json!({"model": "small", "messages": []})).await;
+    let r = post_json(
+        &format!("{}/v1/chat/completions", p.url),
+        &[(h, &v)],
+        &json!({"model": "small", "messages": []}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     p.stop().await;
 }
@@ -487,16 +633,27 @@ async fn fallback_deployment_serves_when_the_first_is_down(db: Db) {
 async fn health_and_admin_endpoints(db: Db) {
     let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
     let p = TestProxy::start(&upstream.url(), db).await;
-    assert_eq!(get(&format!("{}/healthz", p.url), &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        get(&format!("{}/healthz", p.url), &[]).await.status,
+        StatusCode::OK
+    );
     let r = get(&format!("{}/readyz", p.url), &[]).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["store"], "ok");
     let r = get(&format!("{}/metrics", p.url), &[]).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/plain")));
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain"))
+    );
 
     let admin = [("authorization", "Bearer admin-secret")];
-    let r = post_json(&format!("{}/admin/keys", p.url), &admin, &json!({"user": "carol", "team": "marketing"})).await;
+    let r = post_json(
+        &format!("{}/admin/keys", p.url),
+        &admin,
+        &json!({"user": "carol", "team": "marketing"}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let created = r.json();
     let key = created["key"].as_str().unwrap().to_owned();
@@ -505,15 +662,51 @@ async fn health_and_admin_endpoints(db: Db) {
     let listed = r.json();
     assert_eq!(listed["data"].as_array().unwrap().len(), 1);
     assert!(!r.text().contains(&key), "listing never shows a key");
-    let r = post_json(&format!("{}/admin/keys/{}/revoke", p.url, created["id"].as_str().unwrap()), &admin, &json!({})).await;
+    let r = post_json(
+        &format!("{}/admin/keys/{}/revoke", p.url, created["id"].as_str().unwrap()),
+        &admin,
+        &json!({}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let r = get(&format!("{}/v1/models", p.url), &[("authorization", &format!("Bearer {key}"))]).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "revocation through the admin API is immediate");
+    let r = get(
+        &format!("{}/v1/models", p.url),
+        &[("authorization", &format!("Bearer {key}"))],
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "revocation through the admin API is immediate"
+    );
 
     // A user key is not an admin key.
     let auth = p.auth();
     let r = get(&format!("{}/admin/keys", p.url), &[("authorization", &auth)]).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_openai_error(&r.json(), None);
+    p.stop().await;
+}
+
+async fn azure_deployments_use_api_version_and_api_key(db: Db) {
+    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
+    let p = TestProxy::start(&upstream.url(), db).await;
+    let (h, v) = bearer(&p);
+    let r = post_json(
+        &format!("{}/v1/chat/completions", p.url),
+        &[(h, &v)],
+        &json!({"model": "azure-gpt-4o", "messages": [{"role": "user", "content": "hello azure"}]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let seen = upstream.last_request();
+    assert_eq!(seen.path, "/openai/deployments/gpt-4o-eu/chat/completions");
+    assert_eq!(seen.query.as_deref(), Some("api-version=2024-10-21"));
+    assert_eq!(seen.header("api-key"), Some(UPSTREAM_KEY));
+    assert_eq!(
+        seen.header("authorization"),
+        None,
+        "Azure takes the key in api-key only"
+    );
     p.stop().await;
 }

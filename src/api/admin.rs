@@ -27,9 +27,16 @@ fn same_secret(a: &str, b: &str) -> bool {
     Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes())
 }
 
-async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, Error> {
+async fn require_admin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, Error> {
     let Some(expected) = &state.config.admin_key else {
-        return Err(Error::new(ErrorKind::Forbidden, "Admin endpoints are disabled: no admin_key is configured."));
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "Admin endpoints are disabled: no admin_key is configured.",
+        ));
     };
     match crate::auth::presented_key(request.headers()) {
         Some(given) if same_secret(given, expected.expose()) => Ok(next.run(request).await),
@@ -66,8 +73,14 @@ struct TeamFilter {
 }
 
 async fn list_keys(State(state): State<AppState>, Query(f): Query<TeamFilter>) -> Result<Json<Value>, Error> {
-    let keys = state.store.list_keys(f.team.as_deref()).await.map_err(store_error)?;
-    Ok(Json(json!({"object": "list", "data": keys.iter().map(key_json).collect::<Vec<_>>()})))
+    let keys = state
+        .store
+        .list_keys(f.team.as_deref())
+        .await
+        .map_err(store_error)?;
+    Ok(Json(
+        json!({"object": "list", "data": keys.iter().map(key_json).collect::<Vec<_>>()}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -81,7 +94,11 @@ struct CreateKey {
 async fn create_key(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, Error> {
     let req: CreateKey = serde_json::from_slice(&body)
         .map_err(|e| Error::invalid_request(format!("Expected {{\"user\", \"team\", \"label\"?}}: {e}")))?;
-    let new = state.store.create_key(&req.user, &req.team, req.label.as_deref()).await.map_err(store_error)?;
+    let new = state
+        .store
+        .create_key(&req.user, &req.team, req.label.as_deref())
+        .await
+        .map_err(store_error)?;
     let mut v = key_json(&new.record);
     v["key"] = Value::String(new.plaintext);
     Ok(Json(v))

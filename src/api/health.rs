@@ -21,10 +21,20 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Err(_) => "unreachable",
     };
     let draining = state.is_draining();
-    let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    (status, Json(json!({"status": if draining { "draining" } else { "ready" }, "store": store})))
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(json!({"status": if draining { "draining" } else { "ready" }, "store": store})),
+    )
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
 }

@@ -58,8 +58,12 @@ fn client_request_id(headers: &HeaderMap) -> Option<String> {
 
 async fn request_id(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id = client_request_id(request.headers()).unwrap_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()));
-    request.extensions_mut().insert(RequestContext { id: id.clone(), started });
+    let id = client_request_id(request.headers())
+        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()));
+    request.extensions_mut().insert(RequestContext {
+        id: id.clone(),
+        started,
+    });
     let mut response = next.run(request).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
@@ -73,16 +77,26 @@ async fn not_found() -> Error {
 }
 
 async fn method_not_allowed() -> Error {
-    Error::new(ErrorKind::MethodNotAllowed, "This method is not allowed on this endpoint.").with_code("method_not_allowed")
+    Error::new(
+        ErrorKind::MethodNotAllowed,
+        "This method is not allowed on this endpoint.",
+    )
+    .with_code("method_not_allowed")
 }
 
 /// Reads the body up to `limit` bytes; a larger one is refused with 413 before more is read.
 pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
     let too_large = || {
-        Error::new(ErrorKind::PayloadTooLarge, format!("The request body is larger than the limit of {limit} bytes."))
-            .with_code("request_too_large")
+        Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!("The request body is larger than the limit of {limit} bytes."),
+        )
+        .with_code("request_too_large")
     };
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
@@ -101,14 +115,29 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> 
     }
 }
 
-async fn proxy_endpoint(state: AppState, ctx: RequestContext, headers: HeaderMap, body: Body, endpoint: Endpoint) -> Response {
+async fn proxy_endpoint(
+    state: AppState,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    body: Body,
+    endpoint: Endpoint,
+) -> Response {
     let result = async {
         if state.is_draining() {
-            return Err(Error::new(ErrorKind::Unavailable, "Switchyard is shutting down; retry on another instance."));
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "Switchyard is shutting down; retry on another instance.",
+            ));
         }
         let principal = state.auth.authenticate(&headers).await?;
         let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
-        let call = Call { request_id: ctx.id, started: ctx.started, principal, endpoint, headers };
+        let call = Call {
+            request_id: ctx.id,
+            started: ctx.started,
+            principal,
+            endpoint,
+            headers,
+        };
         pipeline::proxy(state, call, bytes).await
     }
     .await;

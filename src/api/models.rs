@@ -9,7 +9,13 @@ use crate::error::Error;
 use crate::state::AppState;
 
 fn entry(id: &str, owned_by: &str) -> Model {
-    Model { id: id.to_owned(), object: "model".to_owned(), created: 0, owned_by: owned_by.to_owned(), shutdown_date: None }
+    Model {
+        id: id.to_owned(),
+        object: "model".to_owned(),
+        created: 0,
+        owned_by: owned_by.to_owned(),
+        shutdown_date: None,
+    }
 }
 
 fn catalogue_models(state: &AppState, team: &str) -> Vec<Model> {
@@ -22,9 +28,15 @@ fn catalogue_models(state: &AppState, team: &str) -> Vec<Model> {
     data
 }
 
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<ListModelResponse>, Error> {
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<ListModelResponse>, Error> {
     let principal = state.auth.authenticate(&headers).await?;
-    Ok(Json(ListModelResponse { object: "list".to_owned(), data: catalogue_models(&state, &principal.team) }))
+    Ok(Json(ListModelResponse {
+        object: "list".to_owned(),
+        data: catalogue_models(&state, &principal.team),
+    }))
 }
 
 pub async fn get(

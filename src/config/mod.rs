@@ -61,7 +61,11 @@ pub enum ConfigError {
 }
 
 fn format_issues(issues: &[ConfigIssue]) -> String {
-    issues.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n")
+    issues
+        .iter()
+        .map(|i| format!("  - {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -201,8 +205,16 @@ pub struct Catalogue {
 
 impl Catalogue {
     pub fn new(models: Vec<Arc<Model>>, prices_as_of: Option<String>) -> Self {
-        let by_name = models.iter().enumerate().map(|(i, m)| (m.name.clone(), i)).collect();
-        Catalogue { models, by_name, prices_as_of }
+        let by_name = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.name.clone(), i))
+            .collect();
+        Catalogue {
+            models,
+            by_name,
+            prices_as_of,
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Model>> {
@@ -277,8 +289,10 @@ impl Config {
     /// Reads, parses and validates a config file, then applies the environment overrides
     /// (`DATABASE_URL`, `SWITCHYARD_LISTEN`).
     pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::from_yaml(&text, &path.display().to_string(), base, env)
     }
@@ -291,13 +305,18 @@ impl Config {
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let location = inner.location().map(|l| format!(" (line {}, column {})", l.line(), l.column()));
+            let location = inner
+                .location()
+                .map(|l| format!(" (line {}, column {})", l.line(), l.column()));
             ConfigError::Parse {
                 path: format!("{file}: {}", if path == "." { "<root>".to_owned() } else { path }),
                 message: format!("{inner}{}", location.unwrap_or_default()),
             }
         })?;
-        let mut config = validate(raw, base, env).map_err(|issues| ConfigError::Invalid { file: file.to_owned(), issues })?;
+        let mut config = validate(raw, base, env).map_err(|issues| ConfigError::Invalid {
+            file: file.to_owned(),
+            issues,
+        })?;
         if let Some(url) = env.var("DATABASE_URL") {
             config.database_url = url;
         }
@@ -318,7 +337,10 @@ struct Issues(Vec<ConfigIssue>);
 
 impl Issues {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigIssue { path: path.into(), message: message.into() });
+        self.0.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -344,7 +366,10 @@ fn validate(raw: RawConfig, base: &Path, env: &dyn Env) -> Result<Config, Vec<Co
     let listen = match raw.listen.parse::<SocketAddr>() {
         Ok(a) => a,
         Err(_) => {
-            issues.push("listen", format!("`{}` is not a socket address such as 127.0.0.1:8080", raw.listen));
+            issues.push(
+                "listen",
+                format!("`{}` is not a socket address such as 127.0.0.1:8080", raw.listen),
+            );
             SocketAddr::from(([127, 0, 0, 1], 8080))
         }
     };
@@ -363,12 +388,24 @@ fn validate(raw: RawConfig, base: &Path, env: &dyn Env) -> Result<Config, Vec<Co
 
     let data_dir = raw.data_dir.clone();
     let database_url = match raw.database_url {
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:") => url,
-        Some(url) => {
-            issues.push("database_url", format!("`{}` must start with postgres:// or sqlite:", redact_url(&url)));
+        Some(url)
+            if url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:") =>
+        {
             url
         }
-        None => format!("sqlite://{}?mode=rwc", data_dir.join("switchyard.sqlite").display()),
+        Some(url) => {
+            issues.push(
+                "database_url",
+                format!("`{}` must start with postgres:// or sqlite:", redact_url(&url)),
+            );
+            url
+        }
+        None => format!(
+            "sqlite://{}?mode=rwc",
+            data_dir.join("switchyard.sqlite").display()
+        ),
     };
 
     let admin_key = raw.admin_key.as_deref().and_then(|v| {
@@ -392,7 +429,10 @@ fn validate(raw: RawConfig, base: &Path, env: &dyn Env) -> Result<Config, Vec<Co
     for (i, m) in raw.models.into_iter().enumerate() {
         let path = format!("models[{i}]");
         if !seen.insert(m.name.clone()) {
-            issues.push(format!("{path}.name"), format!("model `{}` is defined twice", m.name));
+            issues.push(
+                format!("{path}.name"),
+                format!("model `{}` is defined twice", m.name),
+            );
             continue;
         }
         if let Some(model) = validate_model(&path, m, &deployments, &mut issues) {
@@ -405,7 +445,10 @@ fn validate(raw: RawConfig, base: &Path, env: &dyn Env) -> Result<Config, Vec<Co
     if let Some(date) = &raw.prices_as_of
         && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_err()
     {
-        issues.push("prices_as_of", format!("`{date}` is not a date in YYYY-MM-DD form"));
+        issues.push(
+            "prices_as_of",
+            format!("`{date}` is not a date in YYYY-MM-DD form"),
+        );
     }
 
     let format = match raw.log.format.as_deref() {
@@ -445,14 +488,19 @@ fn validate(raw: RawConfig, base: &Path, env: &dyn Env) -> Result<Config, Vec<Co
             queue_capacity: raw.ledger.queue_capacity,
             spool_dir,
         },
-        log: LogSettings { format, prompts: raw.log.prompts },
+        log: LogSettings {
+            format,
+            prompts: raw.log.prompts,
+        },
     })
 }
 
 /// Keeps credentials in a database URL out of error messages.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://[redacted]@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://[redacted]@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -465,20 +513,31 @@ fn resolve_path(base: &Path, path: &Path) -> PathBuf {
     if beside.exists() { beside } else { path.to_owned() }
 }
 
-fn validate_deployment(name: &str, d: RawDeployment, env: &dyn Env, issues: &mut Issues) -> Option<Deployment> {
+fn validate_deployment(
+    name: &str,
+    d: RawDeployment,
+    env: &dyn Env,
+    issues: &mut Issues,
+) -> Option<Deployment> {
     let path = format!("deployments.{name}");
     let kind = match d.kind.as_str() {
         "openai" => ProviderKind::OpenAi,
         "anthropic" => ProviderKind::Anthropic,
         other => {
-            issues.push(format!("{path}.kind"), format!("`{other}` is not one of openai, anthropic"));
+            issues.push(
+                format!("{path}.kind"),
+                format!("`{other}` is not one of openai, anthropic"),
+            );
             return None;
         }
     };
     let base_url = d.base_url.trim_end_matches('/').to_owned();
     match base_url.parse::<http::Uri>() {
         Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
-        _ => issues.push(format!("{path}.base_url"), format!("`{base_url}` is not an http(s) URL")),
+        _ => issues.push(
+            format!("{path}.base_url"),
+            format!("`{base_url}` is not an http(s) URL"),
+        ),
     }
     let (api_key, api_key_env) = match d.api_key.as_deref() {
         Some(v) => resolve_secret(v, &format!("{path}.api_key"), env, issues),
@@ -487,7 +546,9 @@ fn validate_deployment(name: &str, d: RawDeployment, env: &dyn Env, issues: &mut
     let mut headers = Vec::new();
     for (k, v) in &d.headers {
         let value = if v.starts_with("env:") {
-            resolve_secret(v, &format!("{path}.headers.{k}"), env, issues).0.map(|s| s.0)
+            resolve_secret(v, &format!("{path}.headers.{k}"), env, issues)
+                .0
+                .map(|s| s.0)
         } else {
             Some(v.clone())
         };
@@ -506,15 +567,27 @@ fn validate_deployment(name: &str, d: RawDeployment, env: &dyn Env, issues: &mut
             "ollama" => LocalProbe::Ollama,
             "none" => LocalProbe::None,
             other => {
-                issues.push(format!("{path}.local.probe"), format!("`{other}` is not one of ollama, none"));
+                issues.push(
+                    format!("{path}.local.probe"),
+                    format!("`{other}` is not one of ollama, none"),
+                );
                 LocalProbe::None
             }
         };
-        let probe_url = l.probe_url.unwrap_or_else(|| base_url.trim_end_matches("/v1").to_owned());
-        LocalSettings { probe, probe_url, probe_interval: l.probe_interval }
+        let probe_url = l
+            .probe_url
+            .unwrap_or_else(|| base_url.trim_end_matches("/v1").to_owned());
+        LocalSettings {
+            probe,
+            probe_url,
+            probe_interval: l.probe_interval,
+        }
     });
     if d.azure_api_version.is_some() && kind != ProviderKind::OpenAi {
-        issues.push(format!("{path}.azure_api_version"), "only applies to kind: openai");
+        issues.push(
+            format!("{path}.azure_api_version"),
+            "only applies to kind: openai",
+        );
     }
     Some(Deployment {
         name: name.to_owned(),
@@ -525,20 +598,32 @@ fn validate_deployment(name: &str, d: RawDeployment, env: &dyn Env, issues: &mut
         azure_api_version: d.azure_api_version,
         anthropic_version: d.anthropic_version.unwrap_or_else(|| "2023-06-01".to_owned()),
         headers,
-        timeouts: Timeouts { connect: d.timeouts.connect, first_byte: d.timeouts.first_byte, total: d.timeouts.total },
+        timeouts: Timeouts {
+            connect: d.timeouts.connect,
+            first_byte: d.timeouts.first_byte,
+            total: d.timeouts.total,
+        },
         local,
     })
 }
 
 fn validate_price(path: &str, p: &RawPrice, issues: &mut Issues) -> Price {
-    for (field, v) in [("input", Some(p.input)), ("output", Some(p.output)), ("cached_input", p.cached_input)] {
+    for (field, v) in [
+        ("input", Some(p.input)),
+        ("output", Some(p.output)),
+        ("cached_input", p.cached_input),
+    ] {
         if let Some(v) = v
             && v.is_sign_negative()
         {
             issues.push(format!("{path}.{field}"), "a price cannot be negative");
         }
     }
-    Price { input: p.input, output: p.output, cached_input: p.cached_input.unwrap_or(p.input) }
+    Price {
+        input: p.input,
+        output: p.output,
+        cached_input: p.cached_input.unwrap_or(p.input),
+    }
 }
 
 fn validate_model(
@@ -548,7 +633,10 @@ fn validate_model(
     issues: &mut Issues,
 ) -> Option<Model> {
     if m.name.is_empty() || m.name.chars().any(|c| c.is_whitespace()) {
-        issues.push(format!("{path}.name"), "a model name must be non-empty and contain no spaces");
+        issues.push(
+            format!("{path}.name"),
+            "a model name must be non-empty and contain no spaces",
+        );
     }
     let mut deps = Vec::new();
     if m.deployments.is_empty() {
@@ -557,26 +645,42 @@ fn validate_model(
     for (j, d) in m.deployments.iter().enumerate() {
         match deployments.get(d) {
             Some(dep) => deps.push(dep.clone()),
-            None => issues.push(format!("{path}.deployments[{j}]"), format!("no deployment named `{d}`")),
+            None => issues.push(
+                format!("{path}.deployments[{j}]"),
+                format!("no deployment named `{d}`"),
+            ),
         }
     }
     let price = match (&m.price, m.local, &m.internal_cost) {
         (Some(p), false, None) => validate_price(&format!("{path}.price"), p, issues),
         (None, false, _) => {
             // Unpriced models are refused here rather than charged as $0 later.
-            issues.push(format!("{path}.price"), "every non-local model needs a price (USD per million tokens)");
+            issues.push(
+                format!("{path}.price"),
+                "every non-local model needs a price (USD per million tokens)",
+            );
             return None;
         }
         (_, false, Some(_)) => {
-            issues.push(format!("{path}.internal_cost"), "internal_cost only applies to local: true models");
+            issues.push(
+                format!("{path}.internal_cost"),
+                "internal_cost only applies to local: true models",
+            );
             return None;
         }
         (Some(_), true, _) => {
-            issues.push(format!("{path}.price"), "a local model has no API price: use internal_cost");
+            issues.push(
+                format!("{path}.price"),
+                "a local model has no API price: use internal_cost",
+            );
             return None;
         }
         (None, true, Some(p)) => validate_price(&format!("{path}.internal_cost"), p, issues),
-        (None, true, None) => Price { input: Decimal::ZERO, output: Decimal::ZERO, cached_input: Decimal::ZERO },
+        (None, true, None) => Price {
+            input: Decimal::ZERO,
+            output: Decimal::ZERO,
+            cached_input: Decimal::ZERO,
+        },
     };
     let quality = m.quality.unwrap_or(0.5);
     if !(0.0..=1.0).contains(&quality) {
@@ -595,7 +699,10 @@ fn validate_model(
         }
     }
     if m.local && deps.iter().any(|d| d.local.is_none()) {
-        issues.push(format!("{path}.local"), "a local model must be served by deployments with a `local:` section");
+        issues.push(
+            format!("{path}.local"),
+            "a local model must be served by deployments with a `local:` section",
+        );
     }
     Some(Model {
         upstream_model: m.upstream_model.unwrap_or_else(|| m.name.clone()),
@@ -654,7 +761,8 @@ models:
   - { name: m1, deployments: [zzz], price: { input: 1, output: 1 } }
   - { name: m2, deployments: [b] }
 "#;
-        let Err(ConfigError::Invalid { issues, .. }) = Config::from_yaml(text, "t", Path::new("."), &env()) else {
+        let Err(ConfigError::Invalid { issues, .. }) = Config::from_yaml(text, "t", Path::new("."), &env())
+        else {
             panic!("expected validation issues");
         };
         let paths: Vec<_> = issues.iter().map(|i| i.path.as_str()).collect();
@@ -670,7 +778,9 @@ models:
     #[test]
     fn unknown_fields_are_rejected_with_a_path() {
         let text = GOOD.replace("quality: 0.7", "quality: 0.7\n    qualty: 0.9");
-        let err = Config::from_yaml(&text, "t.yaml", Path::new("."), &env()).unwrap_err().to_string();
+        let err = Config::from_yaml(&text, "t.yaml", Path::new("."), &env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("qualty"), "{err}");
         assert!(err.contains("models[0]"), "{err}");
     }

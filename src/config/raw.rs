@@ -74,7 +74,10 @@ pub struct RawServer {
 
 impl Default for RawServer {
     fn default() -> Self {
-        RawServer { max_body_bytes: default_max_body_bytes(), shutdown_grace: default_shutdown_grace() }
+        RawServer {
+            max_body_bytes: default_max_body_bytes(),
+            shutdown_grace: default_shutdown_grace(),
+        }
     }
 }
 
@@ -91,6 +94,8 @@ fn default_shutdown_grace() -> Duration {
 pub struct RawDeployment {
     /// `openai` (OpenAI and every compatible server) or `anthropic`.
     pub kind: String,
+    /// Up to and including the API version segment, e.g. `https://api.openai.com/v1`,
+    /// `https://api.anthropic.com/v1`, or an Azure deployment URL `https://R.openai.azure.com/openai/deployments/D`.
     pub base_url: String,
     /// `env:VAR`; absent for servers without authentication (Ollama, vLLM).
     pub api_key: Option<String>,
@@ -122,7 +127,11 @@ pub struct RawTimeouts {
 
 impl Default for RawTimeouts {
     fn default() -> Self {
-        RawTimeouts { connect: default_connect(), first_byte: default_first_byte(), total: default_total() }
+        RawTimeouts {
+            connect: default_connect(),
+            first_byte: default_first_byte(),
+            total: default_total(),
+        }
     }
 }
 

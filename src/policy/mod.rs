@@ -17,7 +17,11 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { name: "default".to_owned(), auto_names: vec!["auto".to_owned()], baseline_model: None }
+        Policy {
+            name: "default".to_owned(),
+            auto_names: vec!["auto".to_owned()],
+            baseline_model: None,
+        }
     }
 }
 
@@ -36,7 +40,9 @@ pub struct Policies {
 
 impl Policies {
     pub fn new(default: Policy) -> Self {
-        Policies { current: Arc::new(ArcSwap::from_pointee(default)) }
+        Policies {
+            current: Arc::new(ArcSwap::from_pointee(default)),
+        }
     }
 
     pub fn for_team(&self, _team: &str) -> Arc<Policy> {

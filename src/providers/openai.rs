@@ -21,7 +21,11 @@ pub fn prepare_body(body: &mut Map<String, Value>, upstream_model: &str, azure: 
 }
 
 /// Builds the upstream request for `path` (e.g. `/chat/completions`).
-pub fn build_request(deployment: &Deployment, path: &str, body: Bytes) -> Result<Request<Full<Bytes>>, Error> {
+pub fn build_request(
+    deployment: &Deployment,
+    path: &str,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, Error> {
     let mut uri = format!("{}{}", deployment.base_url, path);
     if let Some(version) = &deployment.azure_api_version {
         uri.push_str("?api-version=");
@@ -32,24 +36,31 @@ pub fn build_request(deployment: &Deployment, path: &str, body: Bytes) -> Result
         .uri(uri)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::ACCEPT, "application/json, text/event-stream")
-        .header(header::USER_AGENT, concat!("switchyard/", env!("CARGO_PKG_VERSION")));
+        .header(
+            header::USER_AGENT,
+            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
+        );
     if let Some(key) = &deployment.api_key {
         let (name, value) = if deployment.azure_api_version.is_some() {
             ("api-key", key.expose().to_owned())
         } else {
             ("authorization", format!("Bearer {}", key.expose()))
         };
-        let mut value = HeaderValue::try_from(value)
-            .map_err(|_| Error::internal(format!("deployment {} has a malformed API key", deployment.name)))?;
+        let mut value = HeaderValue::try_from(value).map_err(|_| {
+            Error::internal(format!("deployment {} has a malformed API key", deployment.name))
+        })?;
         value.set_sensitive(true);
         builder = builder.header(name, value);
     }
     for (name, value) in &deployment.headers {
         builder = builder.header(name, value);
     }
-    builder
-        .body(Full::new(body))
-        .map_err(|_| Error::internal(format!("cannot build the request to deployment {}", deployment.name)))
+    builder.body(Full::new(body)).map_err(|_| {
+        Error::internal(format!(
+            "cannot build the request to deployment {}",
+            deployment.name
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -59,7 +70,10 @@ mod tests {
 
     #[test]
     fn stream_requests_ask_for_usage_and_remember_the_client_did_not() {
-        let mut body = json!({"model": "auto", "stream": true, "x_unknown": {"a": 1}}).as_object().unwrap().clone();
+        let mut body = json!({"model": "auto", "stream": true, "x_unknown": {"a": 1}})
+            .as_object()
+            .unwrap()
+            .clone();
         assert!(!prepare_body(&mut body, "gpt-4o-mini-2024-07-18", false));
         assert_eq!(body["model"], "gpt-4o-mini-2024-07-18");
         assert_eq!(body["stream_options"]["include_usage"], true);

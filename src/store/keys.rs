@@ -46,15 +46,18 @@ pub fn hash_key(plaintext: &str) -> String {
 
 fn generate_key() -> String {
     let mut rng = rand::rng();
-    let random: String =
-        (0..KEY_RANDOM_LEN).map(|_| BASE62[rng.random_range(0..BASE62.len())] as char).collect();
+    let random: String = (0..KEY_RANDOM_LEN)
+        .map(|_| BASE62[rng.random_range(0..BASE62.len())] as char)
+        .collect();
     format!("{KEY_PREFIX}{random}")
 }
 
 fn valid_name(kind: &str, name: &str) -> Result<(), StoreError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
     if ok {
         Ok(())
     } else {
@@ -70,7 +73,15 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
         .map_err(|e| StoreError::Invalid(format!("bad timestamp `{text}` in database: {e}")))
 }
 
-type SqliteKeyRow = (String, String, String, String, Option<String>, String, Option<String>);
+type SqliteKeyRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+);
 
 fn sqlite_row(row: SqliteKeyRow) -> Result<KeyRecord, StoreError> {
     let (id, prefix, user, team, label, created_at, revoked_at) = row;
@@ -85,17 +96,38 @@ fn sqlite_row(row: SqliteKeyRow) -> Result<KeyRecord, StoreError> {
     })
 }
 
-type PgKeyRow = (Uuid, String, String, String, Option<String>, DateTime<Utc>, Option<DateTime<Utc>>);
+type PgKeyRow = (
+    Uuid,
+    String,
+    String,
+    String,
+    Option<String>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
 
 fn pg_row(row: PgKeyRow) -> KeyRecord {
     let (id, prefix, user, team, label, created_at, revoked_at) = row;
-    KeyRecord { id: id.to_string(), prefix, user, team, label, created_at, revoked_at }
+    KeyRecord {
+        id: id.to_string(),
+        prefix,
+        user,
+        team,
+        label,
+        created_at,
+        revoked_at,
+    }
 }
 
 impl Store {
     /// Creates the team and user if they do not exist yet, then a key for the user. A user belongs to one
     /// team; asking for a key in another team is an error rather than a silent move.
-    pub async fn create_key(&self, user: &str, team: &str, label: Option<&str>) -> Result<NewKey, StoreError> {
+    pub async fn create_key(
+        &self,
+        user: &str,
+        team: &str,
+        label: Option<&str>,
+    ) -> Result<NewKey, StoreError> {
         valid_name("user", user)?;
         valid_name("team", team)?;
         let plaintext = generate_key();
@@ -115,8 +147,10 @@ impl Store {
                     .bind(team)
                     .execute(&mut *tx)
                     .await?;
-                let existing: (String,) =
-                    sqlx::query_as("SELECT team FROM users WHERE name = $1").bind(user).fetch_one(&mut *tx).await?;
+                let existing: (String,) = sqlx::query_as("SELECT team FROM users WHERE name = $1")
+                    .bind(user)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 if existing.0 == team {
                     sqlx::query(
                         "INSERT INTO api_keys (id, key_hash, prefix, user_name, team, label, created_at) \
@@ -148,8 +182,10 @@ impl Store {
                     .bind(team)
                     .execute(&mut *tx)
                     .await?;
-                let existing: (String,) =
-                    sqlx::query_as("SELECT team FROM users WHERE name = ?").bind(user).fetch_one(&mut *tx).await?;
+                let existing: (String,) = sqlx::query_as("SELECT team FROM users WHERE name = ?")
+                    .bind(user)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 if existing.0 == team {
                     sqlx::query(
                         "INSERT INTO api_keys (id, key_hash, prefix, user_name, team, label, created_at) \
@@ -172,7 +208,9 @@ impl Store {
             }
         };
         if let Some(other) = existing_team {
-            return Err(StoreError::Invalid(format!("user `{user}` already belongs to team `{other}`")));
+            return Err(StoreError::Invalid(format!(
+                "user `{user}` already belongs to team `{other}`"
+            )));
         }
         let record = KeyRecord {
             id: id.to_string(),
@@ -241,12 +279,22 @@ impl Store {
     /// Revokes a key by id or display prefix. Returns the revoked key.
     pub async fn revoke_key(&self, id_or_prefix: &str) -> Result<KeyRecord, StoreError> {
         let keys = self.list_keys(None).await?;
-        let matches: Vec<&KeyRecord> =
-            keys.iter().filter(|k| k.id == id_or_prefix || k.prefix == id_or_prefix).collect();
+        let matches: Vec<&KeyRecord> = keys
+            .iter()
+            .filter(|k| k.id == id_or_prefix || k.prefix == id_or_prefix)
+            .collect();
         let key = match matches.as_slice() {
             [one] => (*one).clone(),
-            [] => return Err(StoreError::NotFound(format!("no key with id or prefix `{id_or_prefix}`"))),
-            _ => return Err(StoreError::Invalid(format!("`{id_or_prefix}` matches several keys: use the id"))),
+            [] => {
+                return Err(StoreError::NotFound(format!(
+                    "no key with id or prefix `{id_or_prefix}`"
+                )));
+            }
+            _ => {
+                return Err(StoreError::Invalid(format!(
+                    "`{id_or_prefix}` matches several keys: use the id"
+                )));
+            }
         };
         let now = Utc::now();
         match self {
@@ -266,7 +314,10 @@ impl Store {
                     .await?;
             }
         }
-        Ok(KeyRecord { revoked_at: Some(key.revoked_at.unwrap_or(now)), ..key })
+        Ok(KeyRecord {
+            revoked_at: Some(key.revoked_at.unwrap_or(now)),
+            ..key
+        })
     }
 }
 

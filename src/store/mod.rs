@@ -60,7 +60,10 @@ impl Store {
                     StoreError::Invalid(format!("cannot create database folder {}: {e}", parent.display()))
                 })?;
             }
-            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await?;
             Ok(Store::Sqlite(pool))
         }
     }

@@ -12,6 +12,7 @@
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
 use super::mock::MockUpstream;
 
@@ -127,5 +128,13 @@ pub async fn assert_upstream_saw_sdk_traffic(upstream: &MockUpstream) {
         Some(serde_json::json!({"nested": [1, 2, 3], "flag": true})),
         "the unknown extra_body field did not reach the upstream untouched"
     );
-    upstream.wait_for_cancelled_streams(1).await;
+    // Real time here (the SDK tests need a multi-threaded runtime with a running clock), so a bound is safe and
+    // turns "the proxy never closed the upstream stream" into a failure instead of a hang.
+    let cancelled =
+        tokio::time::timeout(Duration::from_secs(10), upstream.wait_for_cancelled_streams(1)).await;
+    assert!(
+        cancelled.is_ok(),
+        "the client closed a stream early but the upstream stream was not cancelled within 10 s: {:?}",
+        upstream.counters()
+    );
 }

@@ -462,6 +462,17 @@ impl MockUpstream {
         let mut rx = self.state.counters.subscribe();
         *rx.wait_for(pred).await.expect("mock counters channel closed")
     }
+    /// [`Self::wait_for`] bounded by `limit` of real time; panics with the counters when it runs out. Not for
+    /// tests with paused time: there the runtime jumps the clock forward whenever it waits on the network.
+    pub async fn wait_for_within(&self, limit: Duration, pred: impl FnMut(&Counters) -> bool) -> Counters {
+        match tokio::time::timeout(limit, self.wait_for(pred)).await {
+            Ok(counters) => counters,
+            Err(_) => panic!(
+                "mock upstream: condition not met within {limit:?}; counters {:?}",
+                self.counters()
+            ),
+        }
+    }
     pub async fn wait_for_requests(&self, n: usize) {
         self.wait_for(|c| c.requests >= n).await;
     }

@@ -30,14 +30,19 @@ pub async fn fresh_pg_database() -> (String, String) {
     let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base()))
         .await
         .expect("the test Postgres must be reachable (is it running? see scripts/test.sh)");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
     (format!("{}/{name}", pg_base()), name)
 }
 
 pub async fn drop_pg_database(name: &str) {
     use sqlx::Connection;
     if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base())).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
     }
 }
 
@@ -59,7 +64,7 @@ deployments:
     timeouts: {{ connect: 1s, first_byte: 2s, total: 10s }}
   mock-anthropic:
     kind: anthropic
-    base_url: {upstream}
+    base_url: {upstream}/v1
     api_key: env:TEST_UPSTREAM_KEY
     timeouts: {{ connect: 1s, first_byte: 2s, total: 10s }}
   dead:
@@ -67,6 +72,11 @@ deployments:
     base_url: http://127.0.0.1:9/v1
     api_key: env:TEST_UPSTREAM_KEY
     timeouts: {{ connect: 500ms, first_byte: 1s, total: 2s }}
+  azure:
+    kind: openai
+    base_url: {upstream}/openai/deployments/gpt-4o-eu
+    api_key: env:TEST_UPSTREAM_KEY
+    azure_api_version: "2024-10-21"
   unconfigured:
     kind: openai
     base_url: {upstream}/v1
@@ -99,6 +109,9 @@ models:
   - name: fallback
     deployments: [dead, mock-openai]
     price: {{ input: "1", output: "2" }}
+  - name: azure-gpt-4o
+    deployments: [azure]
+    price: {{ input: "2.50", output: "10.00" }}
   - name: nokey
     deployments: [unconfigured]
     price: {{ input: "1", output: "2" }}
@@ -137,8 +150,8 @@ impl TestProxy {
 
     pub async fn start_with(yaml: &str, db: Db) -> TestProxy {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config =
-            Config::from_yaml(yaml, "test.yaml", Path::new("."), &test_env()).unwrap_or_else(|e| panic!("{e}"));
+        let mut config = Config::from_yaml(yaml, "test.yaml", Path::new("."), &test_env())
+            .unwrap_or_else(|e| panic!("{e}"));
         config.data_dir = dir.path().to_owned();
         config.ledger.spool_dir = dir.path().join("spool");
         let pg_db = match db {
@@ -153,14 +166,27 @@ impl TestProxy {
             }
         };
         let state = switchyard::server::build_state(config).await.expect("state");
-        let key = state.store.create_key("alice", "engineering", None).await.expect("key").plaintext;
+        let key = state
+            .store
+            .create_key("alice", "engineering", None)
+            .await
+            .expect("key")
+            .plaintext;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(switchyard::server::serve(state.clone(), listener, async {
             let _ = rx.await;
         }));
-        TestProxy { url, key, state, shutdown: Some(tx), handle: Some(handle), pg_db, _dir: dir }
+        TestProxy {
+            url,
+            key,
+            state,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            pg_db,
+            _dir: dir,
+        }
     }
 
     pub fn auth(&self) -> String {

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Pass-through overhead of Switchyard against the same mock called directly, in one run.
+#   bench/run.sh [bench.py options, e.g. --modes json --conc 16 --repeats 3]
+# Uses the shared side-by-side harness (../shared/bench: a Rust mock upstream + wrk), copied to a temporary folder
+# as its README asks. The proxy is pinned to CPU 1; wrk and the mock to CPU 0. Needs wrk (apt-get install wrk).
+# Set PEERS=litellm,portkey to measure peer gateways in the same run (see the harness README).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+shared="${SWITCHYARD_SHARED:-$root/../shared}"
+[ -d "$shared/bench" ] || { echo "no harness at $shared/bench (set SWITCHYARD_SHARED)"; exit 1; }
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk"; exit 1; }
+
+work="$(mktemp -d)"
+cp -r "$shared/bench" "$work/"
+chmod -R u+w "$work"
+trap 'kill "${pid:-}" 2>/dev/null || true' EXIT
+
+cargo build --release --locked --manifest-path "$root/Cargo.toml"
+bin="$root/target/release/switchyard"
+export SWITCHYARD_CONFIG="$root/bench/switchyard-bench.yaml"
+export DATABASE_URL="sqlite://$work/bench.sqlite?mode=rwc"
+export BENCH_UPSTREAM_KEY=sk-bench
+export SWITCHYARD_LOG="${SWITCHYARD_LOG:-info}"
+key="$("$bin" keys create --user bench --team bench 2>/dev/null)"
+
+taskset -c 1 "$bin" serve 2>"$work/switchyard.log" &
+pid=$!
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18181/healthz >/dev/null && break; sleep 0.1; done
+
+cd "$work/bench"
+if [ -n "${PEERS:-}" ]; then
+  PEERS="$PEERS" ./run_peers.sh --target "switchyard=http://127.0.0.1:18181/v1/chat/completions" \
+    --header "switchyard=Authorization: Bearer $key" --pid "switchyard=$pid" "$@"
+else
+  ./bench.sh --target "switchyard=http://127.0.0.1:18181/v1/chat/completions" \
+    --header "switchyard=Authorization: Bearer $key" --pid "switchyard=$pid" "$@"
+fi
+echo "results and logs in $work"

@@ -1,0 +1,247 @@
+//! Structured logs: `tracing` events rendered as text or JSON (`log.format`), filtered by `SWITCHYARD_LOG` (default
+//! `info`), written to stderr so that stdout stays free for command output.
+//!
+//! Every finished request produces exactly one event, target `switchyard::request`, built from its ledger entry by
+//! [`request`]. What a log line must never hold: an API key or upstream credential (the ledger entry carries neither,
+//! only the key's id, which is left out too), and a prompt unless an admin turned `log.prompts` on ([`prompt`]).
+
+use tracing::Level;
+use tracing::Subscriber;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::config::{LogFormat, LogSettings};
+use crate::ledger::{LedgerEntry, Status};
+
+/// The target of the one-line-per-request event; filter on it (`RUST_LOG=switchyard::request=off`) to silence it.
+pub const REQUEST_TARGET: &str = "switchyard::request";
+/// The target of prompt events, emitted only when `log.prompts` is on.
+pub const PROMPT_TARGET: &str = "switchyard::prompt";
+/// The environment variable holding the log filter, in `RUST_LOG` syntax.
+pub const FILTER_ENV: &str = "SWITCHYARD_LOG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error("a global tracing subscriber is already installed")]
+    AlreadyInstalled,
+}
+
+/// Installs the process-wide subscriber: text or JSON as `settings` say (text without settings, for commands that
+/// run before a config is loaded), filtered by `SWITCHYARD_LOG` (`RUST_LOG` syntax; default `info`). Call once,
+/// from the CLI; tests build their own with [`subscriber`].
+pub fn init(settings: Option<&LogSettings>) -> Result<(), LoggingError> {
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .with_env_var(FILTER_ENV)
+        .from_env_lossy();
+    let text = LogSettings {
+        format: LogFormat::Text,
+        prompts: false,
+    };
+    tracing::subscriber::set_global_default(subscriber(settings.unwrap_or(&text), filter, std::io::stderr))
+        .map_err(|_| LoggingError::AlreadyInstalled)
+}
+
+/// The subscriber [`init`] installs, writing to `writer`.
+pub fn subscriber<W>(
+    settings: &LogSettings,
+    filter: EnvFilter,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match settings.format {
+        LogFormat::Text => Box::new(builder.with_ansi(false).finish()),
+        // Flattened, so that a log pipeline sees `team`, `cost_usd`, … at the top level of each JSON object.
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .finish(),
+        ),
+    }
+}
+
+/// The one log line of a finished request. Failures log at `warn`, so that `RUST_LOG=warn` keeps only them.
+pub fn request(entry: &LedgerEntry) {
+    // `tracing` needs the level at compile time, hence one arm per level with the same fields.
+    macro_rules! emit {
+        ($level:expr) => {
+            tracing::event!(
+                target: REQUEST_TARGET,
+                $level,
+                request_id = %entry.request_id,
+                team = %entry.team,
+                user = %entry.user,
+                endpoint = entry.endpoint,
+                requested_model = %entry.requested_model,
+                model = %entry.routed_model,
+                provider = %entry.provider,
+                route = %entry.route_reason,
+                difficulty = entry.difficulty,
+                task = entry.task.as_deref(),
+                status = entry.status.as_str(),
+                http_status = entry.http_status,
+                input_tokens = entry.usage.input_tokens,
+                output_tokens = entry.usage.output_tokens,
+                usage_estimated = entry.estimated,
+                cost_usd = %entry.cost,
+                baseline_cost_usd = %entry.baseline_cost,
+                latency_ms = entry.latency_ms,
+                ttft_ms = entry.ttft_ms,
+                overhead_us = entry.overhead_us,
+                "request finished"
+            )
+        };
+    }
+    match entry.status {
+        Status::Ok | Status::Cancelled | Status::Rejected => emit!(Level::INFO),
+        Status::Failed => emit!(Level::WARN),
+    }
+}
+
+/// Logs a request's prompt, only if an admin turned `log.prompts` on; otherwise does nothing. The pipeline calls
+/// it unconditionally so that the decision lives here, next to the other rules about what logs may hold.
+pub fn prompt(settings: &LogSettings, request_id: &str, prompt: &str) {
+    if settings.prompts {
+        tracing::info!(target: PROMPT_TARGET, request_id, prompt, "request prompt");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use rust_decimal_macros::dec;
+
+    use super::*;
+    use crate::usage::Usage;
+
+    /// Collects everything written, for assertions.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    impl Capture {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn entry() -> LedgerEntry {
+        LedgerEntry {
+            request_id: "req-7".to_owned(),
+            time: chrono::Utc::now(),
+            user: "alice".to_owned(),
+            team: "research".to_owned(),
+            key_id: "sy_live_secretish".to_owned(),
+            requested_model: "auto".to_owned(),
+            routed_model: "gpt-4o-mini".to_owned(),
+            provider: "openai".to_owned(),
+            deployment: "openai-main".to_owned(),
+            endpoint: "/v1/chat/completions",
+            usage: Usage {
+                input_tokens: 1000,
+                output_tokens: 200,
+                ..Usage::default()
+            },
+            estimated: false,
+            price_input: dec!(0.15),
+            price_output: dec!(0.60),
+            price_cached_input: dec!(0.075),
+            cost: dec!(0.00027),
+            baseline_cost: dec!(0.0045),
+            local: false,
+            difficulty: Some(0.2),
+            task: Some("coding".to_owned()),
+            route_reason: "cheapest_qualifying".to_owned(),
+            latency_ms: 640,
+            ttft_ms: None,
+            status: Status::Ok,
+            http_status: 200,
+            overhead_us: 350,
+        }
+    }
+
+    fn settings(format: LogFormat, prompts: bool) -> LogSettings {
+        LogSettings { format, prompts }
+    }
+
+    #[test]
+    fn json_request_line_has_the_fields_and_no_key() {
+        let capture = Capture::default();
+        let s = settings(LogFormat::Json, false);
+        let sub = subscriber(&s, EnvFilter::new("info"), capture.clone());
+        tracing::subscriber::with_default(sub, || {
+            request(&entry());
+            prompt(&s, "req-7", "summarise the merger memo");
+        });
+        let text = capture.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "one line per request and no prompt: {text}");
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["target"], "switchyard::request");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["request_id"], "req-7");
+        assert_eq!(v["team"], "research");
+        assert_eq!(v["model"], "gpt-4o-mini");
+        assert_eq!(v["route"], "cheapest_qualifying");
+        assert_eq!(v["cost_usd"], "0.00027");
+        assert_eq!(v["latency_ms"], 640);
+        assert_eq!(v["status"], "ok");
+        assert!(!text.contains("sy_live_secretish"), "{text}");
+        assert!(!text.contains("merger"), "{text}");
+    }
+
+    #[test]
+    fn prompts_are_logged_only_when_turned_on() {
+        let capture = Capture::default();
+        let s = settings(LogFormat::Text, true);
+        let sub = subscriber(&s, EnvFilter::new("info"), capture.clone());
+        tracing::subscriber::with_default(sub, || prompt(&s, "req-7", "summarise the merger memo"));
+        assert!(capture.text().contains("merger"));
+    }
+
+    #[test]
+    fn failures_log_at_warn_in_text() {
+        let capture = Capture::default();
+        let s = settings(LogFormat::Text, false);
+        let sub = subscriber(&s, EnvFilter::new("warn"), capture.clone());
+        let mut failed = entry();
+        failed.status = Status::Failed;
+        failed.http_status = 502;
+        tracing::subscriber::with_default(sub, || {
+            request(&entry());
+            request(&failed);
+        });
+        let text = capture.text();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains("WARN") && text.contains("status=\"failed\"") || text.contains("status=failed"),
+            "{text}"
+        );
+    }
+}
