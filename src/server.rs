@@ -52,7 +52,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         upstream,
         budgets: Budgets::new(store.clone(), LeaseSettings::default()),
         ledger: Ledger::start(store.clone(), &config.ledger).with_context(|| {
-            format!("cannot open the ledger spool in {}", config.ledger.spool_dir.display())
+            format!(
+                "cannot open the ledger spool in {}",
+                config.ledger.spool_dir.display()
+            )
         })?,
         metrics,
         store,

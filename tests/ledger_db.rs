@@ -212,7 +212,9 @@ async fn postgres_outage_loses_and_duplicates_nothing() {
 fn postgres_cpu_ticks() -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
         let Some(close) = stat.rfind(')') else { continue };
         if !stat[..close].contains("(postgres") {
             continue;

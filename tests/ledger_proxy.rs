@@ -60,8 +60,12 @@ async fn every_request_is_charged_once(db: Db) {
     let words = json!([{"role": "user", "content": "one two three four"}]);
 
     // Non-streaming OpenAI-kind: 4 input words, 8 reply words at $0.15 / $0.60 per million.
-    let r = post_json(&format!("{}/v1/chat/completions", p.url), &h, &json!({"model": "small", "messages": words}))
-        .await;
+    let r = post_json(
+        &format!("{}/v1/chat/completions", p.url),
+        &h,
+        &json!({"model": "small", "messages": words}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     // Streaming without include_usage: the proxy asks for the usage chunk and charges from it.
     let h = [("authorization", auth.as_str()), ("x-request-id", "r-stream")];
@@ -86,7 +90,11 @@ async fn every_request_is_charged_once(db: Db) {
     let resp = open(
         Method::POST,
         &format!("{}/v1/chat/completions", p.url),
-        &[("authorization", &auth), ("content-type", "application/json"), ("x-request-id", "r-gone")],
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+            ("x-request-id", "r-gone"),
+        ],
         Bytes::from(json!({"model": "small", "stream": true, "messages": words}).to_string()),
     )
     .await;
@@ -95,14 +103,27 @@ async fn every_request_is_charged_once(db: Db) {
     drop(body);
 
     let got = wait_for_rows(&p.state.store, 4).await;
-    let by_id = |id: &str| got.iter().find(|r| r.0 == id).cloned().unwrap_or_else(|| panic!("no row {id}: {got:?}"));
+    let by_id = |id: &str| {
+        got.iter()
+            .find(|r| r.0 == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no row {id}: {got:?}"))
+    };
     let per_m = Decimal::new(1_000_000, 0);
     let small = (Decimal::new(4, 0) * Decimal::new(15, 2) + Decimal::new(8, 0) * Decimal::new(60, 2)) / per_m;
     let claude = (Decimal::new(4, 0) * Decimal::new(3, 0) + Decimal::new(8, 0) * Decimal::new(15, 0)) / per_m;
     let r = by_id("r-plain");
-    assert_eq!((r.1.as_str(), r.2, r.3, r.4, r.5.as_str(), r.6), ("small", 4, 8, small, "ok", false), "{r:?}");
+    assert_eq!(
+        (r.1.as_str(), r.2, r.3, r.4, r.5.as_str(), r.6),
+        ("small", 4, 8, small, "ok", false),
+        "{r:?}"
+    );
     let s = by_id("r-stream");
-    assert_eq!((s.2, s.3, s.4, s.6), (4, 8, small, false), "streamed usage is charged in full: {s:?}");
+    assert_eq!(
+        (s.2, s.3, s.4, s.6),
+        (4, 8, small, false),
+        "streamed usage is charged in full: {s:?}"
+    );
     let c = by_id("r-claude");
     assert_eq!((c.1.as_str(), c.2, c.3, c.4), ("claude", 4, 8, claude), "{c:?}");
     let g = by_id("r-gone");
@@ -114,20 +135,36 @@ async fn every_request_is_charged_once(db: Db) {
     let r = get(&format!("{}/admin/spend?by=model&since=1d", p.url), &admin).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let lines = r.json();
-    let claude_line = lines.as_array().unwrap().iter().find(|l| l["key"] == "claude").unwrap();
-    assert_eq!(claude_line["requests"], 1);
-    assert_eq!(claude_line["cost"].as_str().unwrap().parse::<Decimal>().unwrap(), claude);
-
-    let lines = report::spend(&p.state.store, GroupBy::Team, report::since_day(Duration::from_secs(86_400)), None)
-        .await
+    let claude_line = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["key"] == "claude")
         .unwrap();
+    assert_eq!(claude_line["requests"], 1);
+    assert_eq!(
+        claude_line["cost"].as_str().unwrap().parse::<Decimal>().unwrap(),
+        claude
+    );
+
+    let lines = report::spend(
+        &p.state.store,
+        GroupBy::Team,
+        report::since_day(Duration::from_secs(86_400)),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].key, "engineering");
     assert_eq!(lines[0].requests, 4);
     let csv = report::render(&lines, GroupBy::Team, Format::Csv);
     assert!(csv.starts_with("team,requests,"), "{csv}");
     let table = report::render(&lines, GroupBy::Team, Format::Table);
-    assert!(table.contains("engineering") && table.contains("TOTAL"), "{table}");
+    assert!(
+        table.contains("engineering") && table.contains("TOTAL"),
+        "{table}"
+    );
     let server = p.begin_shutdown();
     server.await.unwrap().unwrap();
 }

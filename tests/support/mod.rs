@@ -17,13 +17,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// The test Postgres, as `scripts/test.sh` exports it (default: the local server with trust auth).
+pub fn pg_base() -> String {
+    std::env::var("SWITCHYARD_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
 
 /// Creates an empty database `sy_test_<random>` and returns its URL. Each test gets its own, so tests run in
 /// parallel without seeing each other's rows. (Databases are left behind for inspection; names are random.)
 pub async fn fresh_pg_url() -> String {
     let name = format!("sy_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(PG_ADMIN)
+    let admin = sqlx::PgPool::connect(&format!("{}/postgres", pg_base()))
         .await
         .expect("Postgres must run at 127.0.0.1:5432 with trust auth (see the test docs)");
     // CREATE DATABASE takes no bind parameters; the name is generated here, not user data.
@@ -32,7 +35,7 @@ pub async fn fresh_pg_url() -> String {
         .await
         .unwrap();
     admin.close().await;
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
+    format!("{}/{name}", pg_base())
 }
 
 pub async fn pg_store() -> (Store, String) {
@@ -238,10 +241,24 @@ impl Forwarder {
 
     /// The database URL through this forwarder.
     pub fn url(&self, direct_url: &str) -> String {
-        direct_url.replace("127.0.0.1:5432", &self.addr.to_string())
+        direct_url.replace(&pg_host_port(), &self.addr.to_string())
     }
 }
 
+/// `host:port` of the test Postgres (an IP address: the forwarder connects to it directly).
+fn pg_host_port() -> String {
+    let base = pg_base();
+    let after_at = base.rsplit('@').next().unwrap_or(&base).to_owned();
+    after_at
+        .trim_start_matches("postgres://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:5432")
+        .to_owned()
+}
+
 pub fn pg_addr() -> SocketAddr {
-    "127.0.0.1:5432".parse().unwrap()
+    pg_host_port()
+        .parse()
+        .expect("SWITCHYARD_TEST_PG must name the server by IP address and port")
 }
