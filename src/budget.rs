@@ -247,6 +247,9 @@ pub struct LeaseSettings {
     pub sync_interval: Duration,
     /// Share of the last seen free money a replica may spend on its own while the database is unreachable.
     pub outage_share: Decimal,
+    /// A replica not heard from for this long is taken for dead and its lease is reclaimed by the others. Live
+    /// replicas holding a lease sync at least every third of it.
+    pub lease_ttl: Duration,
 }
 
 impl Default for LeaseSettings {
@@ -255,6 +258,7 @@ impl Default for LeaseSettings {
             lease_fraction: Decimal::new(5, 2),
             sync_interval: Duration::from_secs(1),
             outage_share: Decimal::new(10, 2),
+            lease_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -284,6 +288,8 @@ struct Inner {
     /// When a sync last failed; requests do not wait on the database again until a sync interval has passed
     /// (the background task keeps trying).
     db_failed_at: Mutex<Option<Instant>>,
+    /// Names this replica's lease rows.
+    replica_id: String,
 }
 
 /// Longest a request waits for a lease top-up before it falls back to the outage allowance.
@@ -399,6 +405,7 @@ impl Budgets {
             cancel: CancellationToken::new(),
             round_trips: AtomicU64::new(0),
             db_failed_at: Mutex::new(None),
+            replica_id: uuid::Uuid::new_v4().to_string(),
         });
         let weak = Arc::downgrade(&inner);
         let cancel = inner.cancel.clone();
@@ -657,6 +664,8 @@ impl Inner {
             need,
             unlimited: !s.hard,
             seed: Some(account.seed.clone()),
+            replica_id: self.replica_id.clone(),
+            lease_ttl: self.settings.lease_ttl,
         }
     }
 
@@ -678,7 +687,16 @@ impl Inner {
                     Decimal::ZERO
                 };
                 let cover = (-s.lease).max(Decimal::ZERO);
-                if s.unreported.is_zero() && give_back.is_zero() && s.forced.is_zero() && cover.is_zero() {
+                // Holding a lease, stay visibly alive so the others do not reclaim it.
+                let heartbeat = (s.lease > Decimal::ZERO || s.reserved > Decimal::ZERO)
+                    && s.free_seen
+                        .is_none_or(|(_, at)| at.elapsed() >= self.settings.lease_ttl / 3);
+                if s.unreported.is_zero()
+                    && give_back.is_zero()
+                    && s.forced.is_zero()
+                    && cover.is_zero()
+                    && !heartbeat
+                {
                     // Nothing to tell; forget past windows nobody holds any more.
                     if !current && s.reserved.is_zero() {
                         drop(s);
@@ -726,12 +744,16 @@ fn try_hold(account: &Account, amount: Decimal) -> bool {
 
 /// Folds a successful sync into the local state: what was reported, forced and returned is no longer owed;
 /// what was granted joins the lease.
+///
+/// The invariant is `lease + unreported − forced = this replica's lease row`: settling moves money from `lease`
+/// to `unreported` and an outage allowance adds to `lease` and `forced`, neither changes the sum. So after a
+/// sync the lease is what the database records minus what was settled meanwhile — which also resets a lease
+/// the other replicas reclaimed while this one was unreachable.
 fn apply_sync(s: &mut AccountState, request: &SyncRequest, result: &leases::SyncResult) {
-    let cover = request.forced - s.forced;
     s.unreported -= request.report;
     s.forced = Decimal::ZERO;
     s.outage_allowance_taken = false;
-    s.lease += cover + result.granted - request.give_back;
+    s.lease = result.mine - s.unreported;
     s.free_seen = Some((result.free(s.limit), Instant::now()));
 }
 

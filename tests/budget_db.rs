@@ -454,3 +454,53 @@ async fn sqlite_a_new_budget_counts_spend_already_in_the_ledger() {
     let dir = tempfile::tempdir().unwrap();
     a_new_budget_counts_spend_already_in_the_ledger(sqlite_store(dir.path()).await).await;
 }
+
+/// A replica that dies holding a lease does not strand it: after the lease TTL the others reclaim it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_lease_is_reclaimed() {
+    let (_, url) = pg_store().await;
+    let settings = LeaseSettings {
+        lease_ttl: Duration::from_millis(1500),
+        ..LeaseSettings::default()
+    };
+    let specs = vec![spec(
+        "eng-monthly",
+        BudgetScope::Team,
+        dec!(1),
+        true,
+        Dimension::Api,
+    )];
+    let p = principal("ann");
+    {
+        let a = Budgets::new(Store::connect(&url).await.unwrap(), settings.clone());
+        // Asks for 8 reservations' worth: $0.8 of the $1.
+        let r = a.reserve(&p, &specs, dec!(0.1), false).await.unwrap();
+        assert_eq!(
+            a.shared_state(&specs[0], &p).await.unwrap(),
+            (Decimal::ZERO, dec!(0.8))
+        );
+        std::mem::forget(r);
+        // Dropped without `drain`: a crash, as far as the database can tell.
+    }
+    let b = Budgets::new(Store::connect(&url).await.unwrap(), settings);
+    assert!(
+        b.reserve(&p, &specs, dec!(0.5), false).await.is_err(),
+        "only $0.2 is free while A's lease lives"
+    );
+    let reclaimed = eventually(Duration::from_secs(10), || async {
+        match b.reserve(&p, &specs, dec!(0.5), false).await {
+            Ok(r) => {
+                r.settle(dec!(0.5));
+                true
+            }
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(reclaimed, "the dead replica's lease must come back");
+    b.drain().await;
+    assert_eq!(
+        b.shared_state(&specs[0], &p).await.unwrap(),
+        (dec!(0.5), Decimal::ZERO)
+    );
+}

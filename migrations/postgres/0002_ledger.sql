@@ -94,3 +94,15 @@ CREATE TABLE budget_windows (
     updated_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (budget_id, window_start)
 );
+
+-- Each replica's share of `budget_windows.leased`, with a heartbeat. A replica that dies holding a lease would
+-- otherwise strand it until the window ends; any replica's next sync reclaims leases whose heartbeat is older
+-- than the lease TTL. `budget_windows.leased` is always the sum of these rows.
+CREATE TABLE budget_leases (
+    budget_id     TEXT        NOT NULL,
+    window_start  TIMESTAMPTZ NOT NULL,
+    replica_id    TEXT        NOT NULL,
+    leased        NUMERIC     NOT NULL,
+    heartbeat_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (budget_id, window_start, replica_id)
+);

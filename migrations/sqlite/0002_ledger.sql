@@ -64,3 +64,12 @@ CREATE TABLE budget_windows (
     updated_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     PRIMARY KEY (budget_id, window_start)
 );
+
+CREATE TABLE budget_leases (
+    budget_id     TEXT NOT NULL,
+    window_start  TEXT NOT NULL,
+    replica_id    TEXT NOT NULL,
+    leased        TEXT NOT NULL,
+    heartbeat_at  TEXT NOT NULL,
+    PRIMARY KEY (budget_id, window_start, replica_id)
+);

@@ -34,6 +34,10 @@ pub struct SyncRequest {
     /// Whose ledger rows a new window starts from. A budget added (or first used) mid-period counts what was
     /// already spent in the period, read once from the ledger when its window row is created.
     pub seed: Option<Seed>,
+    /// Who is syncing; each replica's lease is kept in its own row.
+    pub replica_id: String,
+    /// Leases of other replicas not heard from for this long are reclaimed (their replica died).
+    pub lease_ttl: std::time::Duration,
 }
 
 /// The ledger rows a budget covers: a team, optionally one user or key of it, in one dimension.
@@ -51,7 +55,10 @@ pub struct Seed {
 pub struct SyncResult {
     pub granted: Decimal,
     pub spent: Decimal,
+    /// All replicas' leases together.
     pub leased: Decimal,
+    /// This replica's lease as the database now records it (grant included).
+    pub mine: Decimal,
 }
 
 impl SyncResult {
@@ -61,10 +68,14 @@ impl SyncResult {
     }
 }
 
-fn apply(req: &SyncRequest, spent: Decimal, leased: Decimal) -> SyncResult {
+/// The counters after a sync, from the window's counters, the other replicas' reclaimed leases already
+/// removed, and this replica's own lease row.
+fn apply(req: &SyncRequest, spent: Decimal, leased: Decimal, mine: Decimal) -> SyncResult {
     let spent = spent + req.report;
+    // A lease reclaimed while this replica was unreachable starts again from zero, never below.
+    let mine_after = (mine + req.forced - req.report - req.give_back).max(Decimal::ZERO);
     // Never below zero: a negative total lease would let grants exceed the limit.
-    let leased = (leased + req.forced - req.report - req.give_back).max(Decimal::ZERO);
+    let leased = (leased - mine + mine_after).max(Decimal::ZERO);
     let free = req.limit - spent - leased;
     let granted = if req.want <= Decimal::ZERO {
         Decimal::ZERO
@@ -79,6 +90,7 @@ fn apply(req: &SyncRequest, spent: Decimal, leased: Decimal) -> SyncResult {
         granted,
         spent,
         leased: leased + granted,
+        mine: mine_after + granted,
     }
 }
 
@@ -127,7 +139,47 @@ pub async fn sync(store: &Store, req: &SyncRequest) -> Result<SyncResult, sqlx::
             .bind(req.window_start)
             .fetch_one(&mut *tx)
             .await?;
-            let result = apply(req, row.try_get("spent")?, row.try_get("leased")?);
+            // The window row lock serialises this with every other replica's sync of the same window.
+            let (reclaimed,): (Decimal,) = sqlx::query_as(
+                "WITH gone AS (DELETE FROM budget_leases WHERE budget_id = $1 AND window_start = $2 \
+                 AND replica_id <> $3 AND heartbeat_at < now() - make_interval(secs => $4) RETURNING leased) \
+                 SELECT coalesce(sum(leased), 0) FROM gone",
+            )
+            .bind(&req.budget_id)
+            .bind(req.window_start)
+            .bind(&req.replica_id)
+            .bind(req.lease_ttl.as_secs_f64())
+            .fetch_one(&mut *tx)
+            .await?;
+            if !reclaimed.is_zero() {
+                tracing::warn!(budget = %req.budget_id, amount = %reclaimed, "reclaimed the lease of a silent replica");
+            }
+            let mine: Option<(Decimal,)> = sqlx::query_as(
+                "SELECT leased FROM budget_leases WHERE budget_id = $1 AND window_start = $2 AND replica_id = $3",
+            )
+            .bind(&req.budget_id)
+            .bind(req.window_start)
+            .bind(&req.replica_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let leased: Decimal = row.try_get("leased")?;
+            let result = apply(
+                req,
+                row.try_get("spent")?,
+                leased - reclaimed,
+                mine.map_or(Decimal::ZERO, |m| m.0),
+            );
+            sqlx::query(
+                "INSERT INTO budget_leases (budget_id, window_start, replica_id, leased, heartbeat_at) \
+                 VALUES ($1, $2, $3, $4, now()) ON CONFLICT (budget_id, window_start, replica_id) \
+                 DO UPDATE SET leased = EXCLUDED.leased, heartbeat_at = now()",
+            )
+            .bind(&req.budget_id)
+            .bind(req.window_start)
+            .bind(&req.replica_id)
+            .bind(result.mine)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
                 "UPDATE budget_windows SET spent = $3, leased = $4, updated_at = now() \
                  WHERE budget_id = $1 AND window_start = $2",
@@ -186,11 +238,53 @@ pub async fn sync(store: &Store, req: &SyncRequest) -> Result<SyncResult, sqlx::
             .bind(&start)
             .fetch_one(&mut *tx)
             .await?;
+            let cutoff = sqlite_time(
+                &(Utc::now() - chrono::Duration::from_std(req.lease_ttl).unwrap_or(chrono::Duration::MAX)),
+            );
+            let gone: Vec<(String,)> = sqlx::query_as(
+                "DELETE FROM budget_leases WHERE budget_id = ? AND window_start = ? AND replica_id <> ? \
+                 AND heartbeat_at < ? RETURNING leased",
+            )
+            .bind(&req.budget_id)
+            .bind(&start)
+            .bind(&req.replica_id)
+            .bind(&cutoff)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut reclaimed = Decimal::ZERO;
+            for (l,) in gone {
+                reclaimed += parse_decimal(&l)?;
+            }
+            let mine: Option<(String,)> = sqlx::query_as(
+                "SELECT leased FROM budget_leases WHERE budget_id = ? AND window_start = ? AND replica_id = ?",
+            )
+            .bind(&req.budget_id)
+            .bind(&start)
+            .bind(&req.replica_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let mine = match mine {
+                Some((m,)) => parse_decimal(&m)?,
+                None => Decimal::ZERO,
+            };
             let result = apply(
                 req,
                 parse_decimal(&row.try_get::<String, _>("spent")?)?,
-                parse_decimal(&row.try_get::<String, _>("leased")?)?,
+                parse_decimal(&row.try_get::<String, _>("leased")?)? - reclaimed,
+                mine,
             );
+            sqlx::query(
+                "INSERT INTO budget_leases (budget_id, window_start, replica_id, leased, heartbeat_at) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (budget_id, window_start, replica_id) \
+                 DO UPDATE SET leased = excluded.leased, heartbeat_at = excluded.heartbeat_at",
+            )
+            .bind(&req.budget_id)
+            .bind(&start)
+            .bind(&req.replica_id)
+            .bind(result.mine.normalize().to_string())
+            .bind(sqlite_time(&Utc::now()))
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
                 "UPDATE budget_windows SET spent = ?, leased = ? WHERE budget_id = ? AND window_start = ?",
             )
@@ -262,15 +356,28 @@ mod tests {
             need,
             unlimited: false,
             seed: None,
+            replica_id: "r1".into(),
+            lease_ttl: std::time::Duration::from_secs(30),
         }
     }
 
     #[test]
     fn grants_never_exceed_the_limit() {
-        let r = apply(&req(dec!(1), dec!(0.5), dec!(0.1)), dec!(0.3), dec!(0.4));
+        let r = apply(
+            &req(dec!(1), dec!(0.5), dec!(0.1)),
+            dec!(0.3),
+            dec!(0.4),
+            dec!(0.1),
+        );
         assert_eq!(r.granted, dec!(0.3));
         assert_eq!(r.leased, dec!(0.7));
-        let r = apply(&req(dec!(1), dec!(0.5), dec!(0.31)), dec!(0.3), dec!(0.4));
+        assert_eq!(r.mine, dec!(0.4));
+        let r = apply(
+            &req(dec!(1), dec!(0.5), dec!(0.31)),
+            dec!(0.3),
+            dec!(0.4),
+            dec!(0.1),
+        );
         assert_eq!(r.granted, Decimal::ZERO);
     }
 
@@ -280,8 +387,15 @@ mod tests {
         q.report = dec!(0.2);
         q.forced = dec!(0.05);
         q.give_back = dec!(0.1);
-        let r = apply(&q, dec!(0.1), dec!(0.5));
+        let r = apply(&q, dec!(0.1), dec!(0.5), dec!(0.5));
         assert_eq!(r.spent, dec!(0.3));
         assert_eq!(r.leased, dec!(0.25));
+        assert_eq!(r.mine, dec!(0.25));
+        // This replica's lease was reclaimed while it was away: its report still counts as spent, and the
+        // other replicas' leases are untouched.
+        let r = apply(&q, dec!(0.1), dec!(0.4), Decimal::ZERO);
+        assert_eq!(r.spent, dec!(0.3));
+        assert_eq!(r.leased, dec!(0.4));
+        assert_eq!(r.mine, Decimal::ZERO);
     }
 }
