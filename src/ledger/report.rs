@@ -368,3 +368,55 @@ pub async fn spend_handler(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use rust_decimal_macros::dec;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        spend: SpendArgs,
+    }
+
+    #[test]
+    fn parses_the_documented_command_line() {
+        let cli = Cli::try_parse_from(["spend", "--by", "model", "--since", "30d", "--format", "csv"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.spend.by, GroupBy::Model);
+        assert_eq!(cli.spend.since, Duration::from_secs(30 * 86_400));
+        assert_eq!(cli.spend.format, Format::Csv);
+        assert!(Cli::try_parse_from(["spend", "--by", "galaxy"]).is_err());
+    }
+
+    #[test]
+    fn renders_money_exactly_with_savings() {
+        let lines = vec![SpendLine {
+            key: "eng, core".into(),
+            requests: 3,
+            input_tokens: 30,
+            output_tokens: 9,
+            cost: dec!(0.25),
+            baseline_cost: dec!(1.00),
+            savings: dec!(0.75),
+            savings_pct: Some(dec!(75.00)),
+            local_cost: dec!(0),
+        }];
+        let csv = render(&lines, GroupBy::Team, Format::Csv);
+        assert_eq!(
+            csv.lines().nth(1),
+            Some("\"eng, core\",3,30,9,0.25,1.00,0.75,75.00,0")
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&lines, GroupBy::Team, Format::Json)).unwrap_or_default();
+        assert_eq!(
+            json[0]["cost"], "0.25",
+            "money is a decimal string, never a float"
+        );
+        assert_eq!(json[0]["savings_pct"], "75.00");
+        let table = render(&lines, GroupBy::Team, Format::Table);
+        assert!(table.contains("75.00%") && table.lines().count() == 3, "{table}");
+    }
+}
