@@ -22,10 +22,10 @@ pub fn pg_base() -> String {
     std::env::var("SWITCHYARD_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
 
-/// Creates an empty database `sy_test_<random>` and returns its URL. Each test gets its own, so tests run in
+/// Creates an empty database `sy_ledger_test_<random>` and returns its URL. Each test gets its own, so tests run in
 /// parallel without seeing each other's rows. (Databases are left behind for inspection; names are random.)
 pub async fn fresh_pg_url() -> String {
-    let name = format!("sy_test_{}", uuid::Uuid::new_v4().simple());
+    let name = format!("sy_ledger_test_{}", uuid::Uuid::new_v4().simple());
     let admin = sqlx::PgPool::connect(&format!("{}/postgres", pg_base()))
         .await
         .expect("Postgres must run at 127.0.0.1:5432 with trust auth (see the test docs)");
