@@ -257,3 +257,57 @@ async fn postgres_writer_throughput() {
     assert_eq!(ledger_totals(&store).await.0, N as i64);
     assert!(rows_per_s > 2_000.0, "{rows_per_s:.0} rows/s");
 }
+
+/// `switchyard spend` on the real binary: rows written by the ledger, read back grouped, in all three formats.
+#[tokio::test]
+async fn the_spend_command_reports_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let ledger = Ledger::start(store.clone(), &settings(&dir.path().join("spool"), 20)).unwrap();
+    let mut expected = Decimal::ZERO;
+    for i in (0..30).filter(|i| i % 3 == 0) {
+        let e = entry(i); // team0
+        expected += e.cost;
+        ledger.record(e);
+    }
+    ledger.drain().await;
+    store.close().await;
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url: sqlite://{}?mode=rwc\ndeployments:\n  d: {{ kind: openai, base_url: http://127.0.0.1:9/v1 }}\n\
+             models:\n  - {{ name: m, deployments: [d], price: {{ input: \"1\", output: \"2\" }} }}\n",
+            dir.path().join("switchyard.sqlite").display()
+        ),
+    )
+    .unwrap();
+    let run = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "spend",
+                "--by",
+                "team",
+                "--since",
+                "30d",
+            ])
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    assert_eq!(json[0]["key"], "team0");
+    assert_eq!(json[0]["requests"], 10);
+    assert_eq!(
+        json[0]["cost"].as_str().unwrap().parse::<Decimal>().unwrap(),
+        expected
+    );
+    // Baseline is 4× the cost in these rows: 75 % saved.
+    assert_eq!(json[0]["savings_pct"], "75.00");
+    assert!(run("csv").starts_with("team,requests,input_tokens,output_tokens,spend_usd"));
+    assert!(run("table").contains("TOTAL"));
+}

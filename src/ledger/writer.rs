@@ -259,7 +259,10 @@ impl Writer {
                     .map_err(|_| "insert timed out".to_owned())?
                     .map_err(|e| e.to_string())?;
             Counters::add(&self.counters.written, inserted as usize);
-            Counters::add(&self.counters.duplicates, chunk.len().saturating_sub(inserted as usize));
+            Counters::add(
+                &self.counters.duplicates,
+                chunk.len().saturating_sub(inserted as usize),
+            );
             Counters::add(&self.counters.batches, 1);
         }
         self.db_up.store(true, Ordering::Relaxed);
