@@ -156,10 +156,47 @@ impl BudgetSpec {
     }
 }
 
-/// The budgets a team policy sets. Until the policy module's `budgets:` section is on main this is empty (no
-/// limits); then it converts `policy.budgets` (see the report to the lead for the mapping).
-pub fn specs_of(_policy: &crate::policy::Policy) -> Vec<BudgetSpec> {
-    Vec::new()
+/// The budgets a team policy sets (`budgets:` in its file), as the enforcer needs them. Each limit is named
+/// `<scope>-<period>-<dimension>` (e.g. `team-monthly-api`), unique within a policy and stable across reloads,
+/// so the shared counter survives a reload and the 429 message names the limit the admin wrote.
+pub fn specs_of(policy: &crate::policy::Policy) -> Vec<BudgetSpec> {
+    use crate::policy as p;
+    let b = &policy.budgets;
+    let on_exhausted = match b.on_exhausted {
+        p::OnExhausted::Block => OnExhausted::Block,
+        p::OnExhausted::DowngradeLocal => OnExhausted::DowngradeLocal,
+        p::OnExhausted::DowngradeCheapest => OnExhausted::DowngradeCheapest,
+    };
+    b.limits
+        .iter()
+        .map(|l| {
+            let scope = match l.scope {
+                p::BudgetScope::Team => BudgetScope::Team,
+                p::BudgetScope::User => BudgetScope::User,
+                p::BudgetScope::Key => BudgetScope::Key,
+            };
+            let period = match l.period {
+                p::BudgetPeriod::Daily => Period::Daily,
+                p::BudgetPeriod::Weekly => Period::Weekly,
+                p::BudgetPeriod::Monthly => Period::Monthly,
+            };
+            let dimension = match l.dimension {
+                p::BudgetDimension::Api => Dimension::Api,
+                p::BudgetDimension::Local => Dimension::Local,
+            };
+            BudgetSpec {
+                name: format!("{}-{}-{}", scope.as_str(), period.as_str(), dimension.as_str()),
+                scope,
+                subject: None,
+                period,
+                limit: l.limit,
+                hard: l.mode == p::BudgetMode::Hard,
+                on_exhausted,
+                tz: b.timezone,
+                dimension,
+            }
+        })
+        .collect()
 }
 
 /// Start of the period containing `now`, in `tz`, as a UTC instant.

@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `migrate`, `config check`, `keys …`.
+//! The command line: `serve` (default), `migrate`, `config check`, `keys …`, `policy check`, `route`, `replay`.
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +42,19 @@ pub enum Command {
     Keys(KeysCommand),
     /// Spend report: `spend --by team|user|model|day --since 30d [--format table|json|csv]`.
     Spend(crate::ledger::report::SpendArgs),
+    /// Team policy commands.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Show what a team's policy would do with one prompt (no upstream is called).
+    Route(crate::policy::commands::RouteArgs),
+    /// Replay a request log through a team's policy: projected spend, model mix, changed models.
+    Replay(crate::policy::commands::ReplayArgs),
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Validate every policy file against the catalogue; exits non-zero on any problem.
+    Check(crate::policy::commands::PolicyCheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -94,21 +107,8 @@ async fn open_store(path: &Path) -> anyhow::Result<Store> {
 }
 
 pub fn init_logging(config: Option<&Config>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = config.is_some_and(|c| c.log.format == crate::config::LogFormat::Json);
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    let result = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-    if let Err(e) = result {
-        eprintln!("logging already initialised: {e}");
+    if let Err(e) = crate::logging::init(config.map(|c| &c.log)) {
+        eprintln!("cannot initialise logging: {e}");
     }
 }
 
@@ -145,6 +145,28 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                     d.api_key_env.as_deref().unwrap_or_default()
                 );
             }
+            Ok(())
+        }
+        Command::Policy(PolicyCommand::Check(args)) => {
+            init_logging(None);
+            let config = load_config(&cli.config)?;
+            if !crate::policy::commands::policy_check(&config, &args)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Route(args) => {
+            init_logging(None);
+            let config = load_config(&cli.config)?;
+            if !crate::policy::commands::route(&config, &args, None)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Replay(args) => {
+            init_logging(None);
+            let config = load_config(&cli.config)?;
+            crate::policy::commands::replay(&config, &args, None)?;
             Ok(())
         }
         Command::Keys(cmd) => {

@@ -5,7 +5,8 @@
 //! - [`auth`]: API key → [`auth::Principal`] (user, team, key), cached.
 //! - [`policy`]: the team's rules, hot-reloaded from `policies/*.yaml`.
 //! - `classify`: difficulty and task type from a local embedding model.
-//! - [`route`]: the cheapest model that meets the policy for this query (pure).
+//! - [`route`]: the cheapest model that meets the policy for this query (pure); [`local`] tracks which local
+//!   models are loaded.
 //! - [`budget`]: reserve the request's maximum cost before calling upstream.
 //! - `upstream` + [`providers`]: the pooled HTTPS client and the provider adapters (OpenAI, Anthropic); [`sse`]
 //!   parses and encodes the event streams they carry.
@@ -26,6 +27,7 @@ pub mod cost;
 pub mod error;
 pub mod estimate;
 pub mod ledger;
+pub mod local;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

@@ -139,6 +139,9 @@ fn facts_of(endpoint: Endpoint, body: &Map<String, Value>, raw_len: usize) -> Re
         max_tokens,
         needs,
         stream: body.get("stream").and_then(Value::as_bool) == Some(true),
+        // Only Anthropic deployments speak the Messages API: routing then picks among models they serve.
+        provider: (endpoint == Endpoint::Messages).then_some(ProviderKind::Anthropic),
+        ..RequestFacts::default()
     }
 }
 
@@ -153,23 +156,84 @@ fn route_error(e: RouteError) -> Error {
                 .with_param("model")
                 .with_code("no_eligible_model")
         }
+        RouteError::Unavailable(why) => {
+            Error::new(ErrorKind::Unavailable, why).with_code("no_model_available")
+        }
     }
 }
 
-/// Runs the pipeline from policy to response for an authenticated call.
-pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response, Error> {
+/// Runs the pipeline from policy to response for an authenticated call. Errors leave in OpenAI's shape with the
+/// overhead header too; requests refused before any upstream call are counted as refused.
+pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Response {
+    let started = call.started;
+    let team = call.principal.team.clone();
+    let mut upstream_wait = Duration::ZERO;
+    match run(state.clone(), call, body, &mut upstream_wait).await {
+        Ok(response) => response,
+        Err(error) => {
+            if upstream_wait.is_zero() {
+                state
+                    .metrics
+                    .observe_refused(Some(&team), error.status_code().as_u16());
+            }
+            let overhead = started.elapsed().saturating_sub(upstream_wait);
+            let mut response = axum::response::IntoResponse::into_response(error);
+            set_overhead(response.headers_mut(), overhead);
+            response
+        }
+    }
+}
+
+fn set_overhead(headers: &mut HeaderMap, overhead: Duration) {
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1000.0)) {
+        headers.insert(HeaderName::from_static(OVERHEAD_HEADER), v);
+    }
+}
+
+async fn run(
+    state: AppState,
+    call: Call,
+    body: Bytes,
+    upstream_wait: &mut Duration,
+) -> Result<Response, Error> {
     let mut request = parse_object(&body)?;
     let requested = match request.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         _ => return Err(Error::invalid_request("You must provide a model parameter.").with_param("model")),
     };
     let policy = state.policies.for_team(&call.principal.team);
-    let facts = facts_of(call.endpoint, &request, body.len());
+    let mut facts = facts_of(call.endpoint, &request, body.len());
+    facts.tags = route::request_tags(&call.headers, &request);
+    if !policy.data_rules.is_empty() {
+        // Only policies with data rules match patterns against the text; others skip the copy.
+        facts.text = Some(Arc::from(route::request_text(&request)));
+    }
     // Classification arrives with the classifier module; until then routed requests use the fallback floor.
     let signal = None;
-    let decision =
-        route::decide(&policy, &state.catalogue, &requested, &facts, signal).map_err(route_error)?;
+    let conversation = if policy.stickiness.enabled {
+        route::sticky::conversation_of(&call.headers, &request)
+    } else {
+        None
+    };
+    let conditions = route::Conditions {
+        local: state.local.snapshot(),
+        sticky_model: conversation
+            .as_deref()
+            .and_then(|c| state.sticky.get(&call.principal.team, c)),
+        ..route::Conditions::default()
+    };
+    let decision = route::decide_with(&policy, &state.catalogue, &requested, &facts, signal, &conditions)
+        .map_err(route_error)?;
+    if let (Some(c), Some(chosen)) = (&conversation, decision.targets.first())
+        && decision.routed
+    {
+        state
+            .sticky
+            .put(&call.principal.team, c, &chosen.model.name, policy.stickiness.ttl);
+    }
 
+    // Read before any attempt rewrites `stream_options` on the client's behalf.
+    let client_wants_usage = crate::usage::wants_stream_usage(&request);
     let targets: Vec<&Target> = decision
         .targets
         .iter()
@@ -182,7 +246,6 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response,
         .with_param("model"));
     }
 
-    let mut last_error = None;
     for (attempt, target) in targets.iter().enumerate() {
         let max_output = facts
             .max_tokens
@@ -199,16 +262,15 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response,
             .await?;
         let upstream_body = upstream_body(call.endpoint, &mut request, target)?;
         let upstream_request = match target.deployment.kind {
-            ProviderKind::OpenAi => openai::build_request(
-                &target.deployment,
-                call.endpoint.openai_path(),
-                upstream_body.body,
-            )?,
-            ProviderKind::Anthropic => {
-                anthropic_request(&target.deployment, &call.headers, upstream_body.body)?
+            ProviderKind::OpenAi => {
+                openai::build_request(&target.deployment, call.endpoint.openai_path(), upstream_body)?
             }
+            ProviderKind::Anthropic => anthropic_request(&target.deployment, &call.headers, upstream_body)?,
         };
+        // A cold local model now counts as loading, so concurrent requests do not start another swap.
+        let was_cold = state.local.before_send(&target.deployment, &target.model);
         let finisher = Finisher {
+            was_cold,
             state: state.clone(),
             request_id: call.request_id.clone(),
             started: call.started,
@@ -222,34 +284,34 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response,
             upstream_time: Duration::ZERO,
         };
         let sent = Instant::now();
-        match state.upstream.send(&target.deployment, upstream_request).await {
+        let provider = target.deployment.kind.as_str();
+        let sent_result = state.upstream.send(&target.deployment, upstream_request).await;
+        *upstream_wait += sent.elapsed();
+        state
+            .metrics
+            .observe_upstream(provider, call.endpoint.operation(), sent.elapsed().as_secs_f64());
+        let error = match sent_result {
             Ok(response) => {
                 let status = response.status();
-                let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
-                if retryable && attempt + 1 < targets.len() {
-                    tracing::warn!(
-                        request_id = %call.request_id, deployment = %target.deployment.name,
-                        status = status.as_u16(), "upstream refused; trying the next target"
-                    );
-                    finisher.finish_error(&Error::upstream_failed(format!("upstream status {status}")));
-                    last_error = Some(Error::upstream_failed(format!(
-                        "The upstream provider for `{}` answered {status}.",
-                        target.model.name
-                    )));
-                    continue;
+                if let Some(kind) = crate::metrics::UpstreamErrorKind::from_status(status.as_u16()) {
+                    state.metrics.observe_upstream_error(provider, kind.as_str());
                 }
-                return respond(
-                    finisher,
-                    response,
-                    sent,
-                    upstream_body.client_wants_usage,
-                    facts.stream,
-                )
-                .await;
+                let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+                if !(retryable && attempt + 1 < targets.len()) {
+                    return respond(finisher, response, sent, client_wants_usage, facts.stream).await;
+                }
+                Error::upstream_failed(format!(
+                    "The upstream provider for `{}` answered {status}.",
+                    target.model.name
+                ))
             }
             Err(e) => {
-                tracing::warn!(request_id = %call.request_id, deployment = %target.deployment.name, error = %e, "upstream call failed");
-                let error = match e {
+                tracing::warn!(
+                    request_id = %call.request_id, deployment = %target.deployment.name, error = %e,
+                    "upstream call failed"
+                );
+                state.metrics.observe_upstream_error(provider, e.kind());
+                match e {
                     crate::upstream::UpstreamError::Timeout { .. } => Error::upstream_timeout(format!(
                         "The upstream provider for `{}` did not answer in time.",
                         target.model.name
@@ -264,79 +326,79 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Result<Response,
                         "The upstream provider for `{}` could not be reached.",
                         target.model.name
                     )),
-                };
+                }
+            }
+        };
+        match targets.get(attempt + 1) {
+            // Another target will try: this attempt leaves no ledger row (it cost nothing) and its reservation is
+            // released as the finisher is dropped; the request is recorded once, by the attempt that ends it.
+            Some(next) => {
+                tracing::warn!(
+                    request_id = %call.request_id, from = %target.deployment.name, to = %next.deployment.name,
+                    "falling back to the next target"
+                );
+                state
+                    .metrics
+                    .observe_fallback(&call.principal.team, &target.model.name, &next.model.name);
+            }
+            None => {
                 finisher.finish_error(&error);
-                last_error = Some(error);
+                return Err(error);
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| Error::internal("no upstream target was tried")))
+    Err(Error::internal("no upstream target was tried"))
 }
 
-struct UpstreamBody {
-    body: Bytes,
-    client_wants_usage: bool,
-}
-
+/// The body for one target. The request map is the client's, mutated in place (model, stream options); every
+/// field the client sent survives.
 fn upstream_body(
     endpoint: Endpoint,
     request: &mut Map<String, Value>,
     target: &Target,
-) -> Result<UpstreamBody, Error> {
+) -> Result<Bytes, Error> {
     let upstream_model = &target.model.upstream_model;
-    let serialize = |v: &Map<String, Value>| {
-        serde_json::to_vec(v)
-            .map(Bytes::from)
-            .map_err(|e| Error::internal(format!("cannot serialise request: {e}")))
-    };
-    match (target.deployment.kind, endpoint) {
+    let translated = match (target.deployment.kind, endpoint) {
         (ProviderKind::OpenAi, Endpoint::Messages) => {
-            Err(Error::internal("messages endpoint on an openai deployment"))
+            return Err(Error::internal("messages endpoint on an openai deployment"));
         }
         (ProviderKind::OpenAi, _) => {
-            let client_wants_usage = openai::prepare_body(
+            openai::prepare_body(
                 request,
                 upstream_model,
                 target.deployment.azure_api_version.is_some(),
             );
-            Ok(UpstreamBody {
-                body: serialize(request)?,
-                client_wants_usage,
-            })
+            None
         }
-        (ProviderKind::Anthropic, Endpoint::ChatCompletions) => {
-            let client_wants_usage = crate::usage::wants_stream_usage(request);
-            let translated = anthropic::chat_request_to_messages(request, upstream_model).map_err(|e| {
+        (ProviderKind::Anthropic, Endpoint::ChatCompletions) => Some(
+            anthropic::chat_request_to_messages(request, upstream_model).map_err(|e| {
                 let mut err = Error::invalid_request(e.to_string());
                 if let Some(p) = e.param() {
                     err = err.with_param(p);
                 }
                 err
-            })?;
-            let body = serde_json::to_vec(&translated)
-                .map(Bytes::from)
-                .map_err(|e| Error::internal(format!("cannot serialise request: {e}")))?;
-            Ok(UpstreamBody {
-                body,
-                client_wants_usage,
-            })
-        }
+            })?,
+        ),
         (ProviderKind::Anthropic, Endpoint::Messages) => {
             request.insert("model".to_owned(), Value::String(upstream_model.clone()));
-            Ok(UpstreamBody {
-                body: serialize(request)?,
-                client_wants_usage: true,
-            })
+            None
         }
         (ProviderKind::Anthropic, Endpoint::Completions | Endpoint::Embeddings) => {
-            Err(Error::invalid_request(format!(
+            return Err(Error::invalid_request(format!(
                 "The model `{}` is served by Anthropic, which has no {} endpoint.",
                 target.model.name,
                 endpoint.operation()
             ))
-            .with_param("model"))
+            .with_param("model"));
         }
-    }
+    };
+    let bytes = match translated {
+        Some(value) => serde_json::to_vec(&value),
+        None => serde_json::to_vec(request),
+    };
+    bytes
+        .map(Bytes::from)
+        .map_err(|e| Error::internal(format!("cannot serialise request: {e}")))
 }
 
 /// Client headers forwarded to Anthropic (feature flags the client opted into).
@@ -415,6 +477,8 @@ struct Finisher {
     estimated_input_tokens: u64,
     /// Time spent waiting on the upstream (head and body), excluded from the proxy's overhead.
     upstream_time: Duration,
+    /// The target was a local model that was not loaded when the request was sent.
+    was_cold: bool,
 }
 
 struct Outcome {
@@ -446,6 +510,15 @@ impl Finisher {
     }
 
     fn finish(mut self, outcome: Outcome) {
+        if let Some(ttft) = outcome.ttft {
+            // A cold local model's first token teaches its load time; a warm one confirms it is loaded.
+            self.state.local.after_first_token(
+                &self.target.deployment,
+                &self.target.model,
+                ttft,
+                self.was_cold,
+            );
+        }
         let price = self.target.model.price;
         let cost = cost::cost(&outcome.usage, &price);
         let baseline_cost = self
@@ -487,18 +560,7 @@ impl Finisher {
             overhead_us: u64::try_from(self.overhead().as_micros()).unwrap_or(u64::MAX),
         };
         self.state.metrics.observe(&entry);
-        tracing::info!(
-            request_id = %entry.request_id,
-            team = %entry.team,
-            model = %entry.routed_model,
-            route = %entry.route_reason,
-            cost = %entry.cost,
-            input_tokens = entry.usage.input_tokens,
-            output_tokens = entry.usage.output_tokens,
-            latency_ms = entry.latency_ms,
-            status = entry.status.as_str(),
-            "request"
-        );
+        crate::logging::request(&entry);
         self.state.ledger.record(entry);
     }
 
@@ -515,11 +577,7 @@ impl Finisher {
         if let Some(d) = self.decision.difficulty {
             set(headers, DIFFICULTY_HEADER, &format!("{d:.3}"));
         }
-        set(
-            headers,
-            OVERHEAD_HEADER,
-            &format!("{:.3}", self.overhead().as_secs_f64() * 1000.0),
-        );
+        set_overhead(headers, self.overhead());
     }
 }
 

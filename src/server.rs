@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -22,8 +22,9 @@ use crate::auth::Authenticator;
 use crate::budget::{Budgets, LeaseSettings};
 use crate::config::{Config, TlsFiles};
 use crate::ledger::Ledger;
+use crate::local::LocalModels;
 use crate::metrics::Metrics;
-use crate::policy::{Policies, Policy};
+use crate::route::sticky::StickyStore;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::upstream::Upstream;
@@ -48,7 +49,9 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     Ok(AppState {
         catalogue: config.catalogue.clone(),
         auth: Authenticator::new(store.clone()),
-        policies: Policies::new(Policy::default()),
+        policies: crate::policy::reload::load_initial(&config.policies_dir, &config.catalogue, None)?,
+        local: LocalModels::default(),
+        sticky: StickyStore::default(),
         upstream,
         budgets: Budgets::new(store.clone(), LeaseSettings::default()),
         ledger: Ledger::start(store.clone(), &config.ledger).with_context(|| {
@@ -105,7 +108,48 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let tls = state.config.tls.as_ref().map(tls_acceptor).transpose()?;
     let router = crate::api::router(state.clone());
-    let builder = auto::Builder::new(TokioExecutor::new());
+    // Background work that lives as long as the server: the policy folder watcher and the local-model probes.
+    let background = tokio_util::sync::CancellationToken::new();
+    if state.config.policies_dir.is_dir() {
+        match crate::policy::reload::watch_folder(
+            state.config.policies_dir.clone(),
+            state.catalogue.clone(),
+            state.policies.clone(),
+            None,
+            Some(state.metrics.clone()),
+            background.clone(),
+        ) {
+            Ok(watch) => {
+                state.tasks.spawn(watch);
+            }
+            Err(e) => tracing::warn!(error = %e, dir = %state.config.policies_dir.display(),
+                "cannot watch the policies folder; policy changes need a restart"),
+        }
+    }
+    let local_deployments: Vec<_> = state
+        .config
+        .deployments
+        .values()
+        .filter(|d| d.local.is_some())
+        .cloned()
+        .collect();
+    if !local_deployments.is_empty() {
+        state.tasks.spawn(crate::local::run_probes(
+            local_deployments,
+            state.local.clone(),
+            background.clone(),
+        ));
+    }
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that trickles its request head (slowloris) is cut off instead of holding a connection forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30));
     let graceful = GracefulShutdown::new();
     let grace = state.config.shutdown_grace;
     tracing::info!(
@@ -178,6 +222,7 @@ pub async fn serve(
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("grace period over; closing the remaining connections");
     }
+    background.cancel();
     state.tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), state.tasks.wait())
         .await

@@ -9,8 +9,10 @@ use crate::auth::Authenticator;
 use crate::budget::Budgets;
 use crate::config::{Catalogue, Config};
 use crate::ledger::Ledger;
+use crate::local::LocalModels;
 use crate::metrics::Metrics;
 use crate::policy::Policies;
+use crate::route::sticky::StickyStore;
 use crate::store::Store;
 use crate::upstream::Upstream;
 
@@ -21,6 +23,10 @@ pub struct AppState {
     pub store: Store,
     pub auth: Authenticator,
     pub policies: Policies,
+    /// Which local models are loaded (fed by the probes and by observed first tokens).
+    pub local: LocalModels,
+    /// Conversation → model, for policies with stickiness.
+    pub sticky: StickyStore,
     pub upstream: Upstream,
     pub budgets: Budgets,
     pub ledger: Ledger,

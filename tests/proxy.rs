@@ -57,8 +57,7 @@ fn bearer(p: &TestProxy) -> (&'static str, String) {
 }
 
 async fn chat_passthrough_keeps_unknown_fields_and_rewrites_model(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
+    let (upstream, p) = TestProxy::with_mock(db).await;
     let auth = p.auth();
     let r = post_json(
         &format!("{}/v1/chat/completions", p.url),
@@ -108,15 +107,8 @@ async fn chat_passthrough_keeps_unknown_fields_and_rewrites_model(db: Db) {
 }
 
 async fn streaming_removes_the_usage_chunk_the_client_did_not_ask_for(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
-    let (h, v) = bearer(&p);
-    let r = post_json(
-        &format!("{}/v1/chat/completions", p.url),
-        &[(h, &v)],
-        &json!({"model": "small", "stream": true, "messages": [{"role": "user", "content": "count to eight"}]}),
-    )
-    .await;
+    let (upstream, p) = TestProxy::with_mock(db).await;
+    let r = p.post("/v1/chat/completions", &json!({"model": "small", "stream": true, "messages": [{"role": "user", "content": "count to eight"}]})).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("content-type"), Some("text/event-stream"));
     assert_eq!(r.header("x-switchyard-model"), Some("small"));
@@ -144,16 +136,14 @@ async fn streaming_removes_the_usage_chunk_the_client_did_not_ask_for(db: Db) {
 }
 
 async fn streaming_keeps_the_usage_chunk_the_client_asked_for(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
-    let (h, v) = bearer(&p);
-    let r = post_json(
-        &format!("{}/v1/chat/completions", p.url),
-        &[(h, &v)],
-        &json!({"model": "small", "stream": true, "stream_options": {"include_usage": true},
+    let (_upstream, p) = TestProxy::with_mock(db).await;
+    let r = p
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "small", "stream": true, "stream_options": {"include_usage": true},
                 "messages": [{"role": "user", "content": "one two three four"}]}),
-    )
-    .await;
+        )
+        .await;
     let events = parse_sse(&r.text());
     let usage: Vec<Value> = events
         .iter()
@@ -182,8 +172,7 @@ fn assert_openai_error(body: &Value, code: Option<&str>) {
 }
 
 async fn auth_errors_use_openai_shape(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
+    let (upstream, p) = TestProxy::with_mock(db).await;
     let url = format!("{}/v1/chat/completions", p.url);
     let body = json!({"model": "small", "messages": [{"role": "user", "content": "hi"}]});
     let r = post_json(&url, &[], &body).await;
@@ -208,8 +197,7 @@ async fn auth_errors_use_openai_shape(db: Db) {
 }
 
 async fn revoked_key_stops_working_within_seconds(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
+    let (_upstream, p) = TestProxy::with_mock(db).await;
     let new = p
         .state
         .store
@@ -239,8 +227,7 @@ async fn revoked_key_stops_working_within_seconds(db: Db) {
 }
 
 async fn request_errors_use_openai_shape(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
+    let (upstream, p) = TestProxy::with_mock(db).await;
     let (h, v) = bearer(&p);
     let url = format!("{}/v1/chat/completions", p.url);
 
@@ -285,8 +272,7 @@ async fn request_errors_use_openai_shape(db: Db) {
 }
 
 async fn upstream_errors_map_to_gateway_statuses(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
+    let (upstream, p) = TestProxy::with_mock(db).await;
     let (h, v) = bearer(&p);
     let url = format!("{}/v1/chat/completions", p.url);
     let body = json!({"model": "small", "messages": [{"role": "user", "content": "hi"}]});
@@ -337,8 +323,7 @@ async fn upstream_errors_map_to_gateway_statuses(db: Db) {
 }
 
 async fn anthropic_deployments_translate_chat(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
+    let (upstream, p) = TestProxy::with_mock(db).await;
     let (h, v) = bearer(&p);
     let url = format!("{}/v1/chat/completions", p.url);
     let r = post_json(
@@ -412,8 +397,7 @@ async fn anthropic_deployments_translate_chat(db: Db) {
 }
 
 async fn anthropic_messages_endpoint_passes_through(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
+    let (upstream, p) = TestProxy::with_mock(db).await;
     let url = format!("{}/v1/messages", p.url);
     let key = p.key.clone();
     let headers = [
@@ -458,25 +442,21 @@ async fn anthropic_messages_endpoint_passes_through(db: Db) {
 }
 
 async fn embeddings_completions_and_models(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
+    let (upstream, p) = TestProxy::with_mock(db).await;
     let (h, v) = bearer(&p);
-    let r = post_json(
-        &format!("{}/v1/embeddings", p.url),
-        &[(h, &v)],
-        &json!({"model": "embed", "input": "a b c"}),
-    )
-    .await;
+    let r = p
+        .post("/v1/embeddings", &json!({"model": "embed", "input": "a b c"}))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["object"], "list");
     assert_eq!(upstream.last_request().path, "/v1/embeddings");
 
-    let r = post_json(
-        &format!("{}/v1/completions", p.url),
-        &[(h, &v)],
-        &json!({"model": "small", "prompt": "once upon"}),
-    )
-    .await;
+    let r = p
+        .post(
+            "/v1/completions",
+            &json!({"model": "small", "prompt": "once upon"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(upstream.last_request().path, "/v1/completions");
 
@@ -501,8 +481,7 @@ async fn embeddings_completions_and_models(db: Db) {
 }
 
 async fn client_disconnect_mid_stream_cancels_upstream(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
+    let (upstream, p) = TestProxy::with_mock(db).await;
     let auth = p.auth();
     let body =
         json!({"model": "small", "stream": true, "messages": [{"role": "user", "content": "long story"}]});
@@ -534,16 +513,14 @@ async fn client_disconnect_mid_stream_cancels_upstream(db: Db) {
 }
 
 async fn upstream_dying_mid_stream_reaches_the_client_as_an_error(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
-    let (h, v) = bearer(&p);
+    let (upstream, p) = TestProxy::with_mock(db).await;
     upstream.push_behavior(Behavior::ok().drop_after(3));
-    let r = post_json(
-        &format!("{}/v1/chat/completions", p.url),
-        &[(h, &v)],
-        &json!({"model": "small", "stream": true, "messages": [{"role": "user", "content": "x"}]}),
-    )
-    .await;
+    let r = p
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "small", "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let events = parse_sse(&r.text());
     assert!(!events.iter().any(|e| e.is_done()), "no [DONE] after a failure");
@@ -607,32 +584,26 @@ async fn graceful_shutdown_lets_streams_finish(db: Db) {
 }
 
 async fn fallback_deployment_serves_when_the_first_is_down(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
-    let (h, v) = bearer(&p);
-    let r = post_json(
-        &format!("{}/v1/chat/completions", p.url),
-        &[(h, &v)],
-        &json!({"model": "fallback", "messages": [{"role": "user", "content": "x"}]}),
-    )
-    .await;
+    let (upstream, p) = TestProxy::with_mock(db).await;
+    let r = p
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "fallback", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(upstream.counters().requests, 1);
     // A 5xx on a single-deployment model is not retried elsewhere.
     upstream.push_behavior(Behavior::error(503));
-    let r = post_json(
-        &format!("{}/v1/chat/completions", p.url),
-        &[(h, &v)],
-        &json!({"model": "small", "messages": []}),
-    )
-    .await;
+    let r = p
+        .post("/v1/chat/completions", &json!({"model": "small", "messages": []}))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     p.stop().await;
 }
 
 async fn health_and_admin_endpoints(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
+    let (_upstream, p) = TestProxy::with_mock(db).await;
     assert_eq!(
         get(&format!("{}/healthz", p.url), &[]).await.status,
         StatusCode::OK
@@ -689,15 +660,13 @@ async fn health_and_admin_endpoints(db: Db) {
 }
 
 async fn azure_deployments_use_api_version_and_api_key(db: Db) {
-    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let p = TestProxy::start(&upstream.url(), db).await;
-    let (h, v) = bearer(&p);
-    let r = post_json(
-        &format!("{}/v1/chat/completions", p.url),
-        &[(h, &v)],
-        &json!({"model": "azure-gpt-4o", "messages": [{"role": "user", "content": "hello azure"}]}),
-    )
-    .await;
+    let (upstream, p) = TestProxy::with_mock(db).await;
+    let r = p
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "azure-gpt-4o", "messages": [{"role": "user", "content": "hello azure"}]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let seen = upstream.last_request();
     assert_eq!(seen.path, "/openai/deployments/gpt-4o-eu/chat/completions");

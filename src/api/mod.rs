@@ -68,6 +68,13 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
+    // Responses that never reached an upstream spent all their time in Switchyard; the pipeline sets a precise
+    // value (excluding the upstream's time) on the ones that did.
+    if !response.headers().contains_key(pipeline::OVERHEAD_HEADER)
+        && let Ok(v) = HeaderValue::from_str(&format!("{:.3}", started.elapsed().as_secs_f64() * 1000.0))
+    {
+        response.headers_mut().insert(pipeline::OVERHEAD_HEADER, v);
+    }
     response
 }
 
@@ -123,6 +130,7 @@ async fn proxy_endpoint(
     endpoint: Endpoint,
 ) -> Response {
     let result = async {
+        let state = state.clone();
         if state.is_draining() {
             return Err(Error::new(
                 ErrorKind::Unavailable,
@@ -138,10 +146,13 @@ async fn proxy_endpoint(
             endpoint,
             headers,
         };
-        pipeline::proxy(state, call, bytes).await
+        Ok(pipeline::proxy(state.clone(), call, bytes).await)
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    result.unwrap_or_else(|error| {
+        state.metrics.observe_refused(None, error.status_code().as_u16());
+        error.into_response()
+    })
 }
 
 async fn chat_completions(

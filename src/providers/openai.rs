@@ -10,14 +10,14 @@ use serde_json::{Map, Value};
 use crate::config::Deployment;
 use crate::error::Error;
 
-/// Sets the upstream model id and, for streams, asks for the usage chunk so spend is exact. Returns whether
-/// the client itself asked for usage (if not, the proxy removes that extra chunk again).
-pub fn prepare_body(body: &mut Map<String, Value>, upstream_model: &str, azure: bool) -> bool {
+/// Sets the upstream model id and, for streams, asks for the usage chunk so spend is exact (the proxy removes
+/// that chunk again when the client did not ask for it).
+pub fn prepare_body(body: &mut Map<String, Value>, upstream_model: &str, azure: bool) {
     // Azure selects the model by deployment URL and ignores the field; keep the caller's there.
     if !azure {
         body.insert("model".to_owned(), Value::String(upstream_model.to_owned()));
     }
-    crate::usage::request_stream_usage(body)
+    crate::usage::request_stream_usage(body);
 }
 
 /// Builds the upstream request for `path` (e.g. `/chat/completions`).
@@ -69,20 +69,25 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn stream_requests_ask_for_usage_and_remember_the_client_did_not() {
-        let mut body = json!({"model": "auto", "stream": true, "x_unknown": {"a": 1}})
-            .as_object()
-            .unwrap()
-            .clone();
-        assert!(!prepare_body(&mut body, "gpt-4o-mini-2024-07-18", false));
+    fn stream_requests_ask_for_usage_and_keep_unknown_fields() {
+        let mut body = json!({"model": "auto", "stream": true, "x_unknown": {"a": 1}});
+        prepare_body(body.as_object_mut().unwrap(), "gpt-4o-mini-2024-07-18", false);
         assert_eq!(body["model"], "gpt-4o-mini-2024-07-18");
         assert_eq!(body["stream_options"]["include_usage"], true);
         assert_eq!(body["x_unknown"], json!({"a": 1}));
 
-        let mut body = json!({"model": "m", "stream": true, "stream_options": {"include_usage": true}});
-        assert!(prepare_body(body.as_object_mut().unwrap(), "m", false));
         let mut body = json!({"model": "m"});
-        assert!(!prepare_body(body.as_object_mut().unwrap(), "m", false));
-        assert!(body.get("stream_options").is_none());
+        prepare_body(body.as_object_mut().unwrap(), "m", false);
+        assert!(
+            body.get("stream_options").is_none(),
+            "non-stream requests are left alone"
+        );
+
+        let mut body = json!({"model": "azure-name", "stream": false});
+        prepare_body(body.as_object_mut().unwrap(), "gpt-4o", true);
+        assert_eq!(
+            body["model"], "azure-name",
+            "Azure picks the model by URL; the field is left as sent"
+        );
     }
 }

@@ -53,6 +53,7 @@ pub fn config_yaml(upstream: &str) -> String {
         r#"
 listen: 127.0.0.1:0
 admin_key: env:TEST_ADMIN_KEY
+policies_dir: tests/fixtures/policies
 server:
   max_body_bytes: 65536
   shutdown_grace: 10s
@@ -187,6 +188,26 @@ impl TestProxy {
             pg_db,
             _dir: dir,
         }
+    }
+
+    /// A mock upstream that checks the deployment key, and a proxy in front of it.
+    pub async fn with_mock(db: Db) -> (super::mock::MockUpstream, TestProxy) {
+        let upstream = super::mock::MockUpstream::builder()
+            .api_key(UPSTREAM_KEY)
+            .start()
+            .await;
+        let proxy = TestProxy::start(&upstream.url(), db).await;
+        (upstream, proxy)
+    }
+
+    /// POSTs JSON to `path` with this proxy's key.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> super::client::HttpResponse {
+        super::client::post_json(
+            &format!("{}{path}", self.url),
+            &[("authorization", &self.auth())],
+            body,
+        )
+        .await
     }
 
     pub fn auth(&self) -> String {
