@@ -40,6 +40,8 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Spend report: `spend --by team|user|model|day --since 30d [--format table|json|csv]`.
+    Spend(crate::ledger::report::SpendArgs),
     /// Team policy commands.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -171,6 +173,12 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             init_logging(None);
             let store = open_store(&cli.config).await?;
             keys(&store, cmd).await
+        }
+        Command::Spend(args) => {
+            init_logging(None);
+            let store = open_store(&cli.config).await?;
+            print!("{}", crate::ledger::report::run(&store, &args).await?);
+            Ok(())
         }
     }
 }

@@ -40,5 +40,6 @@ pub mod state;
 pub mod store;
 pub mod upstream;
 pub mod usage;
+pub mod usage_estimate;
 
 pub use server::run;

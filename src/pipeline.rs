@@ -251,12 +251,15 @@ async fn run(
             .max_tokens
             .or(target.model.max_output_tokens.map(u64::from))
             .unwrap_or(4096);
-        let reservation = state.budgets.reserve(
-            &call.principal,
-            &policy,
-            cost::max_cost(facts.estimated_input_tokens, max_output, &target.model.price),
-            target.model.local,
-        )?;
+        let reservation = state
+            .budgets
+            .reserve(
+                &call.principal,
+                &crate::budget::specs_of(&policy),
+                cost::max_cost(facts.estimated_input_tokens, max_output, &target.model.price),
+                target.model.local,
+            )
+            .await?;
         let upstream_body = upstream_body(call.endpoint, &mut request, target)?;
         let upstream_request = match target.deployment.kind {
             ProviderKind::OpenAi => {

@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
-use crate::budget::Budgets;
+use crate::budget::{Budgets, LeaseSettings};
 use crate::config::{Config, TlsFiles};
 use crate::ledger::Ledger;
 use crate::local::LocalModels;
@@ -53,8 +53,13 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         local: LocalModels::default(),
         sticky: StickyStore::default(),
         upstream,
-        budgets: Budgets::default(),
-        ledger: Ledger::default(),
+        budgets: Budgets::new(store.clone(), LeaseSettings::default()),
+        ledger: Ledger::start(store.clone(), &config.ledger).with_context(|| {
+            format!(
+                "cannot open the ledger spool in {}",
+                config.ledger.spool_dir.display()
+            )
+        })?,
         metrics,
         store,
         tasks: TaskTracker::new(),
@@ -226,6 +231,8 @@ pub async fn serve(
         tracing::warn!("background tasks did not finish in time");
     }
     state.ledger.drain().await;
+    // Report settled spend and hand leases back so other replicas can use them.
+    state.budgets.drain().await;
     state.store.close().await;
     tracing::info!("switchyard stopped");
     Ok(())

@@ -18,6 +18,7 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}/revoke", post(revoke_key))
+        .route("/spend", get(crate::ledger::report::spend_handler))
         .merge(crate::policy::admin::routes())
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }

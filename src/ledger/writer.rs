@@ -1,0 +1,312 @@
+//! The ledger writer: a bounded queue drained in batches into the database, with the spool as the fallback.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, mpsc};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use super::spool::Spool;
+use super::sql::{self, KnownPartitions};
+use super::{Counters, LedgerEntry, Row, SharedCounters};
+use crate::config::LedgerSettings;
+use crate::store::Store;
+
+/// How long one insert may take before the batch is treated as failed and spooled. If it did commit after all,
+/// the replay finds the rows present and skips them.
+const INSERT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the writer checks whether an unreachable database is back (and replays the spool).
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the ping that checks for a returning database may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// What the ledger has done since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LedgerStats {
+    /// Rows handed to [`Ledger::record`].
+    pub recorded: u64,
+    /// Rows inserted into the database (from the queue or the spool).
+    pub written: u64,
+    /// Rows the database already had (replays after an insert that committed but was not acknowledged).
+    pub duplicates: u64,
+    /// Rows written to the spool because the queue was full or the database unreachable.
+    pub spooled: u64,
+    /// Rows read back from the spool and handed to the database.
+    pub replayed: u64,
+    /// Rows that could be written neither to the database nor to the spool (disk failure).
+    pub lost: u64,
+    /// Batches written.
+    pub batches: u64,
+}
+
+/// Handle to the ledger; cheap to clone. See the module docs of [`crate::ledger`] for the guarantees.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queue: mpsc::Sender<Row>,
+    /// Taken by [`Ledger::drain`], so draining twice is harmless.
+    receiver_closer: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    spool: Spool,
+    counters: SharedCounters,
+    tracker: TaskTracker,
+    db_up: Arc<AtomicBool>,
+}
+
+impl Ledger {
+    /// Opens the spool and starts the writer task. Rows spooled by an earlier run are replayed as soon as the
+    /// database answers.
+    pub fn start(store: Store, settings: &LedgerSettings) -> std::io::Result<Ledger> {
+        let spool = Spool::open(&settings.spool_dir)?;
+        let (queue, rx) = mpsc::channel(settings.queue_capacity.max(1));
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel();
+        let counters: SharedCounters = Arc::new(Counters::default());
+        let tracker = TaskTracker::new();
+        let db_up = Arc::new(AtomicBool::new(true));
+        let writer = Writer {
+            store,
+            spool: spool.clone(),
+            counters: counters.clone(),
+            flush_interval: settings.flush_interval,
+            max_batch: settings.max_batch.max(1),
+            known: KnownPartitions::new(),
+            db_up: db_up.clone(),
+            last_probe: None,
+        };
+        tracker.spawn(writer.run(rx, close_rx));
+        tracker.close();
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                queue,
+                receiver_closer: Mutex::new(Some(close_tx)),
+                spool,
+                counters,
+                tracker,
+                db_up,
+            }),
+        })
+    }
+
+    /// Records a finished request. Never blocks and never waits for I/O: the row joins the in-memory queue, or,
+    /// when the queue is full (the database is slow) or closed (shutting down), goes to the spool.
+    pub fn record(&self, entry: LedgerEntry) {
+        Counters::add(&self.inner.counters.recorded, 1);
+        let row = Row::from(entry);
+        if let Err(e) = self.inner.queue.try_send(row) {
+            let row = match e {
+                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+            };
+            Counters::add(&self.inner.counters.spooled, 1);
+            if let Err(rows) = self.inner.spool.append_nowait(vec![row]) {
+                Counters::add(&self.inner.counters.lost, rows.len());
+                tracing::error!(request_id = %rows.first().map_or("", |r| r.request_id.as_str()),
+                    "ledger row lost: queue full and spool stopped");
+            }
+        }
+    }
+
+    /// Graceful shutdown: stops taking rows from the queue, writes what it holds (to the database, or to the
+    /// spool when the database is unreachable) and waits until that is done and fsync'd. Rows recorded after
+    /// this go straight to the spool and are replayed by the next start.
+    pub async fn drain(&self) {
+        if let Some(close) = self.inner.receiver_closer.lock().await.take() {
+            let _ = close.send(());
+        }
+        self.inner.tracker.wait().await;
+    }
+
+    pub fn stats(&self) -> LedgerStats {
+        let c = &self.inner.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        LedgerStats {
+            recorded: get(&c.recorded),
+            written: get(&c.written),
+            duplicates: get(&c.duplicates),
+            spooled: get(&c.spooled),
+            replayed: get(&c.replayed),
+            lost: get(&c.lost),
+            batches: get(&c.batches),
+        }
+    }
+
+    /// Whether the last write reached the database (for `/readyz` detail and metrics; the proxy serves either way).
+    pub fn database_reachable(&self) -> bool {
+        self.inner.db_up.load(Ordering::Relaxed)
+    }
+
+    /// Rows waiting in memory.
+    pub fn queued(&self) -> usize {
+        self.inner.queue.max_capacity() - self.inner.queue.capacity()
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.inner.spool
+    }
+}
+
+struct Writer {
+    store: Store,
+    spool: Spool,
+    counters: SharedCounters,
+    flush_interval: Duration,
+    max_batch: usize,
+    known: KnownPartitions,
+    db_up: Arc<AtomicBool>,
+    last_probe: Option<Instant>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Row>, mut close: tokio::sync::oneshot::Receiver<()>) {
+        let mut batch: Vec<Row> = Vec::with_capacity(self.max_batch);
+        let mut closing = false;
+        loop {
+            // Wait for the first row of a batch, waking up now and then to replay the spool.
+            if batch.is_empty() {
+                tokio::select! {
+                    row = rx.recv() => match row {
+                        Some(row) => batch.push(row),
+                        None => break,
+                    },
+                    _ = &mut close, if !closing => {
+                        closing = true;
+                        rx.close();
+                        continue;
+                    }
+                    _ = tokio::time::sleep(RETRY_INTERVAL) => {
+                        self.maybe_replay().await;
+                        continue;
+                    }
+                }
+            }
+            // Then fill it until it is full or the first row has waited a flush interval.
+            let deadline = Instant::now() + self.flush_interval;
+            while batch.len() < self.max_batch {
+                tokio::select! {
+                    biased;
+                    row = rx.recv() => match row {
+                        Some(row) => batch.push(row),
+                        None => break,
+                    },
+                    _ = &mut close, if !closing => {
+                        closing = true;
+                        rx.close();
+                    }
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            self.flush(std::mem::take(&mut batch)).await;
+            self.maybe_replay().await;
+        }
+        // The queue is closed and empty. One last try to empty the spool into the database.
+        self.maybe_replay().await;
+    }
+
+    /// Writes one batch: to the database when it is reachable, else (or when the write fails) to the spool.
+    async fn flush(&mut self, batch: Vec<Row>) {
+        if batch.is_empty() {
+            return;
+        }
+        if self.db_up.load(Ordering::Relaxed) || self.probe().await {
+            match self.insert(&batch).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, rows = batch.len(), "ledger database write failed; spooling");
+                    self.db_up.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        let n = batch.len();
+        Counters::add(&self.counters.spooled, n);
+        if let Err(e) = self.spool.append(batch).await {
+            Counters::add(&self.counters.lost, n);
+            tracing::error!(error = %e, rows = n, "ledger rows lost: database and spool both failed");
+        }
+    }
+
+    fn probe_due(&mut self) -> bool {
+        let now = Instant::now();
+        match self.last_probe {
+            Some(t) if now.duration_since(t) < RETRY_INTERVAL => false,
+            _ => {
+                self.last_probe = Some(now);
+                true
+            }
+        }
+    }
+
+    /// While the database is down: at most every retry interval, a quick ping with a short timeout, so that
+    /// batches keep going to the spool promptly (and a `kill -9` loses little) instead of waiting out the
+    /// pool's connect timeout on every batch.
+    async fn probe(&mut self) -> bool {
+        if !self.probe_due() {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, self.store.ping()).await,
+            Ok(Ok(()))
+        )
+    }
+
+    async fn insert(&mut self, rows: &[Row]) -> Result<(), String> {
+        for chunk in rows.chunks(self.max_batch) {
+            let inserted =
+                tokio::time::timeout(INSERT_TIMEOUT, sql::insert(&self.store, chunk, &mut self.known))
+                    .await
+                    .map_err(|_| "insert timed out".to_owned())?
+                    .map_err(|e| e.to_string())?;
+            Counters::add(&self.counters.written, inserted as usize);
+            Counters::add(
+                &self.counters.duplicates,
+                chunk.len().saturating_sub(inserted as usize),
+            );
+            Counters::add(&self.counters.batches, 1);
+        }
+        self.db_up.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Replays the spool into the database if there is anything to replay and the database is (probably) up.
+    async fn maybe_replay(&mut self) {
+        if !self.spool.is_dirty() {
+            return;
+        }
+        if !self.db_up.load(Ordering::Relaxed) && !self.probe().await {
+            return;
+        }
+        let segments = match self.spool.rotate().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list ledger spool segments");
+                self.spool.mark_dirty();
+                return;
+            }
+        };
+        for path in segments {
+            let segment = match Spool::read(path.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, segment = %path.display(), "cannot read ledger spool segment");
+                    self.spool.mark_dirty();
+                    return;
+                }
+            };
+            let n = segment.rows.len();
+            if let Err(e) = self.insert(&segment.rows).await {
+                tracing::warn!(error = %e, "ledger database still unreachable; spool kept for later");
+                self.db_up.store(false, Ordering::Relaxed);
+                self.spool.mark_dirty();
+                return;
+            }
+            Counters::add(&self.counters.replayed, n);
+            tracing::info!(rows = n, segment = %path.display(), "replayed ledger spool segment");
+            if let Err(e) = Spool::remove(segment).await {
+                // The rows are in the database; a segment left behind is replayed again and skipped as duplicates.
+                tracing::error!(error = %e, segment = %path.display(), "cannot delete replayed spool segment");
+            }
+        }
+    }
+}
