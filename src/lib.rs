@@ -25,7 +25,6 @@ pub mod cli;
 pub mod config;
 pub mod cost;
 pub mod error;
-pub mod estimate;
 pub mod ledger;
 pub mod local;
 pub mod logging;

@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::Principal;
 use crate::config::{Capability, Price, ProviderKind};
+use crate::cost;
 use crate::error::{Error, ErrorKind};
 use crate::ledger::{LedgerEntry, Status};
 use crate::providers::{anthropic, openai};
@@ -31,7 +32,6 @@ use crate::route::{self, Decision, RequestFacts, RouteError, Target};
 use crate::sse::SseParser;
 use crate::state::AppState;
 use crate::usage::Usage;
-use crate::{cost, estimate};
 
 /// The client-facing operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,7 +280,7 @@ async fn run(
             target: (*target).clone(),
             decision: DecisionSummary::of(&decision),
             reservation: Some(reservation),
-            estimated_input_tokens: facts.estimated_input_tokens,
+            request_body: body.clone(),
             upstream_time: Duration::ZERO,
         };
         let sent = Instant::now();
@@ -474,7 +474,9 @@ struct Finisher {
     target: Target,
     decision: DecisionSummary,
     reservation: Option<crate::budget::Reservation>,
-    estimated_input_tokens: u64,
+    /// The client's request as received, kept (a cheap reference-counted handle) to count tokens locally when
+    /// the provider reports no usage.
+    request_body: Bytes,
     /// Time spent waiting on the upstream (head and body), excluded from the proxy's overhead.
     upstream_time: Duration,
     /// The target was a local model that was not loaded when the request was sent.
@@ -490,6 +492,12 @@ struct Outcome {
 }
 
 impl Finisher {
+    /// Local token counts for a provider that reported none (tiktoken, by the upstream model's vocabulary).
+    fn estimate(&self, generated: &str) -> Usage {
+        let request = serde_json::from_slice::<Value>(&self.request_body).unwrap_or(Value::Null);
+        crate::usage_estimate::estimate_usage(&self.target.model.upstream_model, &request, generated)
+    }
+
     fn overhead(&self) -> Duration {
         self.started.elapsed().saturating_sub(self.upstream_time)
     }
@@ -733,10 +741,7 @@ async fn respond(
     };
     let (usage, estimated) = match usage {
         Some(u) => (u, false),
-        None => (
-            estimate::estimate_usage(finisher.estimated_input_tokens, &out),
-            true,
-        ),
+        None => (finisher.estimate(&generated_text(&out)), true),
     };
     let mut response = Response::builder()
         .status(StatusCode::OK)
@@ -753,6 +758,44 @@ async fn respond(
         ttft: None,
     });
     Ok(response)
+}
+
+/// The generated text of a plain response, for local token counts: message contents, legacy completion text,
+/// Anthropic text blocks; the whole body when none of those is there.
+fn generated_text(body: &[u8]) -> String {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return String::from_utf8_lossy(body).into_owned();
+    };
+    let mut out = String::new();
+    for choice in value
+        .get("choices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for text in [choice.pointer("/message/content"), choice.get("text")]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(t) = text.as_str() {
+                out.push_str(t);
+            }
+        }
+    }
+    for block in value
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(t) = block.get("text").and_then(Value::as_str) {
+            out.push_str(t);
+        }
+    }
+    if out.is_empty() && value.get("choices").is_none() && value.get("content").is_none() {
+        return String::from_utf8_lossy(body).into_owned();
+    }
+    out
 }
 
 /// Reads `usage` off an OpenAI-shaped body without building a tree of the rest of it.
@@ -774,7 +817,7 @@ trait StreamProcessor: Send {
     /// Usage reported so far, if any.
     fn usage(&self) -> Option<Usage>;
     /// Output bytes seen, for estimating usage when the provider reports none.
-    fn output_bytes(&self) -> usize;
+    fn generated_text(&self) -> &str;
     /// The upstream sent its terminal event.
     fn completed(&self) -> bool;
 }
@@ -816,8 +859,8 @@ impl StreamProcessor for OpenAiPassthrough {
         self.watch.usage()
     }
 
-    fn output_bytes(&self) -> usize {
-        self.watch.generated_text().len()
+    fn generated_text(&self) -> &str {
+        self.watch.generated_text()
     }
 
     fn completed(&self) -> bool {
@@ -867,8 +910,8 @@ impl StreamProcessor for AnthropicToChat {
         self.translator.reported_usage()
     }
 
-    fn output_bytes(&self) -> usize {
-        self.translator.generated_text().len()
+    fn generated_text(&self) -> &str {
+        self.translator.generated_text()
     }
 
     fn completed(&self) -> bool {
@@ -906,8 +949,9 @@ impl StreamProcessor for MessagesPassthrough {
         self.usage.usage()
     }
 
-    fn output_bytes(&self) -> usize {
-        0
+    fn generated_text(&self) -> &str {
+        // Anthropic always reports usage on this endpoint; an estimate counts the input only.
+        ""
     }
 
     fn completed(&self) -> bool {
@@ -933,13 +977,7 @@ impl AccountedStream {
         if let Some(finisher) = self.finisher.take() {
             let (usage, estimated) = match self.processor.usage() {
                 Some(u) => (u, false),
-                None => (
-                    estimate::estimate_stream_usage(
-                        finisher.estimated_input_tokens,
-                        self.processor.output_bytes(),
-                    ),
-                    true,
-                ),
+                None => (finisher.estimate(self.processor.generated_text()), true),
             };
             let http_status = if status == Status::Ok { 200 } else { 502 };
             finisher.finish(Outcome {

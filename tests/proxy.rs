@@ -49,6 +49,7 @@ on_both_stores!(
     graceful_shutdown_lets_streams_finish,
     fallback_deployment_serves_when_the_first_is_down,
     azure_deployments_use_api_version_and_api_key,
+    missing_usage_is_counted_locally_and_flagged,
     health_and_admin_endpoints,
 );
 
@@ -676,6 +677,34 @@ async fn azure_deployments_use_api_version_and_api_key(db: Db) {
         seen.header("authorization"),
         None,
         "Azure takes the key in api-key only"
+    );
+    p.stop().await;
+}
+
+async fn missing_usage_is_counted_locally_and_flagged(db: Db) {
+    let (upstream, p) = TestProxy::with_mock(db).await;
+    for stream in [false, true] {
+        upstream.push_behavior(Behavior::ok().omit_usage());
+        let r = p
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": "small", "stream": stream,
+                        "messages": [{"role": "user", "content": "count these words for me please"}]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    // Both requests were priced from local tiktoken counts and flagged as estimated, never charged $0.
+    let metrics = p.state.metrics.render();
+    let estimated = metrics
+        .lines()
+        .find(|l| l.starts_with("switchyard_usage_estimated_total") && l.contains("model=\"small\""))
+        .unwrap_or_else(|| panic!("no estimated-usage series:\n{metrics}"));
+    assert!(estimated.ends_with(" 2"), "{estimated}");
+    let spent = p.state.metrics.cost_usd("engineering");
+    assert!(
+        spent > rust_decimal::Decimal::ZERO,
+        "estimated usage must still be charged: {spent}"
     );
     p.stop().await;
 }
