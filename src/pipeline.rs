@@ -222,8 +222,25 @@ async fn run(
             .and_then(|c| state.sticky.get(&call.principal.team, c)),
         ..route::Conditions::default()
     };
-    let decision = route::decide_with(&policy, &state.catalogue, &requested, &facts, signal, &conditions)
+    let mut decision = route::decide_with(&policy, &state.catalogue, &requested, &facts, signal, &conditions)
         .map_err(route_error)?;
+    let budgets = crate::budget::specs_of(&policy);
+    // The first target's reservation is taken before the attempts: an exhausted budget whose policy says
+    // "downgrade" re-routes here, to local or the cheapest models, instead of refusing.
+    let first = first_target(&decision, call.endpoint, &requested)?;
+    let first_reservation = match reserve_for(&state, &call, &budgets, &facts, first).await {
+        Ok(r) => r,
+        Err(exceeded) if exceeded.on_exhausted != crate::budget::OnExhausted::Block => {
+            tracing::info!(request_id = %call.request_id, budget = %exceeded.budget, "budget exhausted; downgrading");
+            facts.budget_exhausted = true;
+            decision = route::decide_with(&policy, &state.catalogue, &requested, &facts, signal, &conditions)
+                .map_err(route_error)?;
+            let first = first_target(&decision, call.endpoint, &requested)?;
+            reserve_for(&state, &call, &budgets, &facts, first).await?
+        }
+        Err(exceeded) => return Err(exceeded.into()),
+    };
+    let mut first_reservation = Some(first_reservation);
     if let (Some(c), Some(chosen)) = (&conversation, decision.targets.first())
         && decision.routed
     {
@@ -237,29 +254,14 @@ async fn run(
     let targets: Vec<&Target> = decision
         .targets
         .iter()
-        .filter(|t| call.endpoint != Endpoint::Messages || t.deployment.kind == ProviderKind::Anthropic)
+        .filter(|t| serves(t, call.endpoint))
         .collect();
-    if targets.is_empty() {
-        return Err(Error::invalid_request(format!(
-            "The model `{requested}` is not served by an Anthropic deployment, which /v1/messages requires."
-        ))
-        .with_param("model"));
-    }
 
     for (attempt, target) in targets.iter().enumerate() {
-        let max_output = facts
-            .max_tokens
-            .or(target.model.max_output_tokens.map(u64::from))
-            .unwrap_or(4096);
-        let reservation = state
-            .budgets
-            .reserve(
-                &call.principal,
-                &crate::budget::specs_of(&policy),
-                cost::max_cost(facts.estimated_input_tokens, max_output, &target.model.price),
-                target.model.local,
-            )
-            .await?;
+        let reservation = match first_reservation.take() {
+            Some(r) => r,
+            None => reserve_for(&state, &call, &budgets, &facts, target).await?,
+        };
         let upstream_body = upstream_body(call.endpoint, &mut request, target)?;
         let upstream_request = match target.deployment.kind {
             ProviderKind::OpenAi => {
@@ -348,6 +350,48 @@ async fn run(
         }
     }
     Err(Error::internal("no upstream target was tried"))
+}
+
+/// Whether a target can serve this endpoint: `/v1/messages` speaks only to Anthropic deployments.
+fn serves(target: &Target, endpoint: Endpoint) -> bool {
+    endpoint != Endpoint::Messages || target.deployment.kind == ProviderKind::Anthropic
+}
+
+fn first_target<'d>(
+    decision: &'d Decision,
+    endpoint: Endpoint,
+    requested: &str,
+) -> Result<&'d Target, Error> {
+    decision
+        .targets
+        .iter()
+        .find(|t| serves(t, endpoint))
+        .ok_or_else(|| {
+            Error::invalid_request(format!(
+            "The model `{requested}` is not served by an Anthropic deployment, which /v1/messages requires."
+        ))
+        .with_param("model")
+        })
+}
+
+/// Reserves the most this request can cost on `target`: every input token uncached plus `max_tokens` (or the
+/// model's output cap) of output.
+async fn reserve_for(
+    state: &AppState,
+    call: &Call,
+    budgets: &[crate::budget::BudgetSpec],
+    facts: &RequestFacts,
+    target: &Target,
+) -> Result<crate::budget::Reservation, crate::budget::BudgetExceeded> {
+    let max_output = facts
+        .max_tokens
+        .or(target.model.max_output_tokens.map(u64::from))
+        .unwrap_or(4096);
+    let max_cost = cost::max_cost(facts.estimated_input_tokens, max_output, &target.model.price);
+    state
+        .budgets
+        .reserve(&call.principal, budgets, max_cost, target.model.local)
+        .await
 }
 
 /// The body for one target. The request map is the client's, mutated in place (model, stream options); every

@@ -50,6 +50,7 @@ on_both_stores!(
     fallback_deployment_serves_when_the_first_is_down,
     azure_deployments_use_api_version_and_api_key,
     missing_usage_is_counted_locally_and_flagged,
+    exhausted_budget_downgrades_when_the_policy_says_so,
     health_and_admin_endpoints,
 );
 
@@ -705,6 +706,58 @@ async fn missing_usage_is_counted_locally_and_flagged(db: Db) {
     assert!(
         spent > rust_decimal::Decimal::ZERO,
         "estimated usage must still be charged: {spent}"
+    );
+    p.stop().await;
+}
+
+async fn exhausted_budget_downgrades_when_the_policy_says_so(db: Db) {
+    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A premium request reserves about $0.04 (4096 output tokens at $10/M); the cheapest model about $0.0025.
+    for (file, action) in [("default.yaml", "downgrade_cheapest"), ("research.yaml", "block")] {
+        std::fs::write(
+            dir.path().join(file),
+            format!(
+                "quality: {{ dial: quality }}\nbudgets:\n  on_exhausted: {action}\n  limits:\n    - {{ scope: team, period: monthly, limit: \"0.01\", mode: hard }}\n"
+            ),
+        )
+        .unwrap();
+    }
+    let yaml = common::proxy::config_yaml(&upstream.url()).replace(
+        "policies_dir: tests/fixtures/policies",
+        &format!("policies_dir: {}", dir.path().display()),
+    );
+    let p = TestProxy::start_with(&yaml, db).await;
+    let body = json!({"model": "auto", "messages": [{"role": "user", "content": "hard question"}]});
+
+    let r = p.post("/v1/chat/completions", &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.header("x-switchyard-model"),
+        Some("small"),
+        "downgraded to the cheapest model"
+    );
+
+    // A team whose policy blocks gets the 429 naming the budget.
+    let research = p
+        .state
+        .store
+        .create_key("rita", "research", None)
+        .await
+        .unwrap()
+        .plaintext;
+    let r = post_json(
+        &format!("{}/v1/chat/completions", p.url),
+        &[("authorization", &format!("Bearer {research}"))],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+    assert!(
+        r.json()["error"]["message"].as_str().unwrap().contains("team"),
+        "{}",
+        r.text()
     );
     p.stop().await;
 }
