@@ -104,9 +104,9 @@ pub struct TrainArgs {
     pub cache: PathBuf,
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
-    /// Gain assumed for open-ended chat prompts (no outcome data covers them).
-    #[arg(long, default_value_t = TrainConfig::default().chat_prior)]
-    pub chat_prior: f32,
+    /// Added to the expected gain of open-ended chat prompts, in proportion to the chat probability.
+    #[arg(long, default_value_t = TrainConfig::default().chat_bonus)]
+    pub chat_bonus: f32,
     #[arg(long, default_value_t = TrainConfig::default().ridge_alpha)]
     pub ridge_alpha: f64,
     #[arg(long, default_value_t = TrainConfig::default().prior_weight)]
@@ -285,7 +285,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
 
     let cfg = TrainConfig {
         seed: args.seed,
-        chat_prior: args.chat_prior,
+        chat_bonus: args.chat_bonus,
         ridge_alpha: args.ridge_alpha,
         prior_weight: args.prior_weight,
         ..TrainConfig::default()

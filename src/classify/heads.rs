@@ -24,6 +24,8 @@ pub const DEFAULT_WEIGHTS: &str = "models/classifier-heads.json";
 pub const EMBEDDING_MODEL: &str = "all-MiniLM-L6-v2-int8";
 /// Bumped when the file's meaning changes.
 pub const FORMAT_VERSION: u32 = 1;
+/// Width of the gain ridge's input: embedding, structure features, topic prior, item difficulty.
+pub const GAIN_INPUTS: usize = DIM + NFEAT + 2;
 
 /// A linear softmax classifier: `weights` is `classes × inputs`, row-major.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -76,12 +78,17 @@ pub struct Heads {
     pub subject_gain: Vec<f32>,
     /// How much the topic prior is scaled before it enters the ridge (it is on a different scale from the rest).
     pub prior_weight: f32,
-    /// Ridge over `[embedding, standardised features, prior_weight * prior]`.
+    /// Ridge over the embedding: the predicted share of reference models that answer the item correctly.
+    pub irt: Linear,
+    /// Standardisation of `irt`'s output before it enters the gain ridge.
+    pub irt_mean: f32,
+    pub irt_scale: f32,
+    /// Ridge over `[embedding, standardised features, prior_weight * prior, standardised irt]`.
     pub gain: Linear,
     /// Logistic: chat-style prompt versus exam-style item, over the embedding.
     pub chat: Linear,
-    /// Gain assumed for chat-style prompts.
-    pub chat_prior: f32,
+    /// Added to the expected gain in proportion to the chat probability.
+    pub chat_bonus: f32,
     /// `difficulty = sigmoid((raw - center) / scale)`.
     pub center: f32,
     pub scale: f32,
@@ -144,8 +151,11 @@ impl Heads {
         if self.subject_gain.len() != self.subjects.len() {
             problems.push("subject_gain length".to_owned());
         }
-        if self.gain.weights.len() != DIM + NFEAT + 1 {
-            problems.push(format!("gain weights length {} (expected {})", self.gain.weights.len(), DIM + NFEAT + 1));
+        if self.gain.weights.len() != GAIN_INPUTS {
+            problems.push(format!("gain weights length {} (expected {GAIN_INPUTS})", self.gain.weights.len()));
+        }
+        if self.irt.weights.len() != DIM || self.irt_scale <= 0.0 {
+            problems.push("irt head shape or scale".to_owned());
         }
         if self.chat.weights.len() != DIM {
             problems.push("chat weights length".to_owned());
@@ -153,7 +163,7 @@ impl Heads {
         if self.scale <= 0.0 {
             problems.push("scale must be positive".to_owned());
         }
-        let all_finite = [&self.gain.weights, &self.chat.weights, &self.subject_gain, &self.feature_mean]
+        let all_finite = [&self.gain.weights, &self.chat.weights, &self.irt.weights, &self.subject_gain, &self.feature_mean]
             .iter()
             .all(|v| v.iter().all(|x| x.is_finite()))
             && self.task.weights.iter().chain(&self.subject.weights).all(|r| r.iter().all(|x| x.is_finite()));
@@ -179,13 +189,19 @@ impl Heads {
 
     /// The expected gain before squashing.
     pub fn raw_gain(&self, embedding: &[f32], text: &str) -> f32 {
-        let mut x = Vec::with_capacity(DIM + NFEAT + 1);
+        let exam = self.gain.apply(&self.gain_inputs(embedding, text));
+        let p_chat = sigmoid(self.chat.apply(embedding));
+        exam + self.chat_bonus * p_chat
+    }
+
+    /// The gain ridge's input vector.
+    pub fn gain_inputs(&self, embedding: &[f32], text: &str) -> Vec<f32> {
+        let mut x = Vec::with_capacity(GAIN_INPUTS);
         x.extend_from_slice(embedding);
         x.extend_from_slice(&self.standard_features(text));
         x.push(self.prior_weight * self.prior(embedding));
-        let exam = self.gain.apply(&x);
-        let p_chat = sigmoid(self.chat.apply(embedding));
-        (1.0 - p_chat) * exam + p_chat * self.chat_prior
+        x.push((self.irt.apply(embedding) - self.irt_mean) / self.irt_scale);
+        x
     }
 
     /// Full inference for one text and its (normalised) embedding. Infallible: shapes were validated at load.
@@ -234,7 +250,7 @@ pub(crate) mod tests {
         let mut task_w = vec![vec![0.0; DIM]; 7];
         task_w[0][0] = 4.0; // dimension 0 means code
         task_w[1][1] = 4.0; // dimension 1 means maths
-        let mut gain_w = vec![0.0; DIM + NFEAT + 1];
+        let mut gain_w = vec![0.0; GAIN_INPUTS];
         gain_w[0] = 0.5;
         gain_w[DIM + NFEAT] = 1.0;
         Heads {
@@ -251,9 +267,12 @@ pub(crate) mod tests {
             subject: Softmax { weights: vec![vec![0.0; DIM], vec![0.0; DIM]], bias: vec![0.0, 0.0] },
             subject_gain: vec![0.1, 0.3],
             prior_weight: 1.0,
+            irt: Linear { weights: vec![0.0; DIM], bias: 0.5 },
+            irt_mean: 0.5,
+            irt_scale: 1.0,
             gain: Linear { weights: gain_w, bias: 0.0 },
             chat: Linear { weights: vec![0.0; DIM], bias: -30.0 },
-            chat_prior: 0.25,
+            chat_bonus: 0.25,
             center: 0.0,
             scale: 1.0,
         }
@@ -284,11 +303,11 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn chat_gate_pulls_towards_the_chat_prior() {
+    fn chat_gate_adds_its_bonus() {
         let mut h = fixed_heads();
         h.chat.bias = 30.0;
         let out = h.infer(&unit(0), "");
-        assert!((out.raw - 0.25).abs() < 1e-4);
+        assert!((out.raw - 0.95).abs() < 1e-4, "{}", out.raw);
     }
 
     #[test]

@@ -36,9 +36,18 @@ pub struct Row {
     pub score_type: Option<String>,
     #[serde(default)]
     pub labels: Vec<String>,
+    /// Outcome per reference model (train_routing.jsonl): 0/1 correctness.
+    #[serde(default)]
+    pub all_model_scores: Option<BTreeMap<String, Option<f64>>>,
 }
 
 impl Row {
+    /// Share of reference models that answered the item correctly (the IRT-style easiness of the item).
+    pub fn easiness(&self) -> Option<f64> {
+        let scores: Vec<f64> = self.all_model_scores.as_ref()?.values().flatten().copied().collect();
+        if scores.is_empty() { None } else { Some(scores.iter().sum::<f64>() / scores.len() as f64) }
+    }
+
     /// Strong minus weak score, judge scores (1–10) mapped to 0–1.
     pub fn gain(&self) -> Option<f64> {
         let (w, s) = (self.weak_score?, self.strong_score?);
@@ -70,7 +79,8 @@ pub struct TrainConfig {
     pub ridge_alpha: f64,
     pub prior_weight: f32,
     pub subject_shrink: f64,
-    pub chat_prior: f32,
+    pub chat_bonus: f32,
+    pub irt_alpha: f64,
     pub softmax_l2: f32,
     pub softmax_iters: usize,
 }
@@ -83,7 +93,8 @@ impl Default for TrainConfig {
             ridge_alpha: 100.0,
             prior_weight: 3.0,
             subject_shrink: 10.0,
-            chat_prior: 0.25,
+            chat_bonus: 0.1,
+            irt_alpha: 10.0,
             softmax_l2: 1e-4,
             softmax_iters: 300,
         }
@@ -414,6 +425,28 @@ pub fn train(
         scale[j] = var.sqrt().max(1e-6);
     }
 
+    // Item difficulty from many models' outcomes (MMLU-Pro, 29 models): a ridge from the embedding to the share of
+    // models answering the item. Without such data the head is a constant and the gain ridge ignores it.
+    eprintln!("item difficulty (IRT) ridge");
+    let irt = match exam {
+        Some(e) => {
+            let (xs, ys): (Vec<Vec<f32>>, Vec<f64>) = e
+                .rows
+                .iter()
+                .zip(&e.vectors)
+                .filter_map(|(r, v)| r.easiness().map(|y| (v.clone(), y)))
+                .unzip();
+            if xs.len() >= 50 { fit_ridge(&xs, &ys, cfg.irt_alpha)? } else { Linear { weights: vec![0.0; DIM], bias: 0.5 } }
+        }
+        None => Linear { weights: vec![0.0; DIM], bias: 0.5 },
+    };
+    let irt_values: Vec<f32> = labelled.iter().map(|&i| irt.apply(&gold.vectors[i])).collect();
+    let irt_mean = irt_values.iter().sum::<f32>() / irt_values.len() as f32;
+    let irt_scale = (irt_values.iter().map(|v| (v - irt_mean) * (v - irt_mean)).sum::<f32>()
+        / irt_values.len() as f32)
+        .sqrt()
+        .max(1e-6);
+
     // Out-of-fold topic prior for the ridge's training rows: an in-sample prior would look better than it is at
     // inference and the ridge would lean on it too much.
     let mut oof_prior = vec![0.0f32; gold.rows.len()];
@@ -432,10 +465,11 @@ pub fn train(
     let x: Vec<Vec<f32>> = labelled
         .iter()
         .map(|&i| {
-            let mut r = Vec::with_capacity(DIM + NFEAT + 1);
+            let mut r = Vec::with_capacity(DIM + NFEAT + 2);
             r.extend_from_slice(&gold.vectors[i]);
             r.extend((0..NFEAT).map(|j| (raw_feats[i][j] - mean[j]) / scale[j]));
             r.push(cfg.prior_weight * oof_prior[i]);
+            r.push((irt.apply(&gold.vectors[i]) - irt_mean) / irt_scale);
             r
         })
         .collect();
@@ -491,9 +525,12 @@ pub fn train(
         subject,
         subject_gain,
         prior_weight: cfg.prior_weight,
+        irt,
+        irt_mean,
+        irt_scale,
         gain,
         chat,
-        chat_prior: cfg.chat_prior,
+        chat_bonus: cfg.chat_bonus,
         center: 0.0,
         scale: 1.0,
     };
@@ -558,6 +595,7 @@ mod tests {
             weak_score: None,
             strong_score: None,
             score_type: None,
+            all_model_scores: None,
             labels: labels.iter().map(|s| (*s).to_owned()).collect(),
         };
         assert_eq!(task_label(&row(&["info-seek", "reasoning"])), Some(TaskType::Reasoning));
