@@ -104,9 +104,12 @@ pub struct TrainArgs {
     pub cache: PathBuf,
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
-    /// Added to the expected gain of open-ended chat prompts, in proportion to the chat probability.
-    #[arg(long, default_value_t = TrainConfig::default().chat_bonus)]
-    pub chat_bonus: f32,
+    /// Expected gain of an everyday chat prompt (no outcome data covers chat prompts).
+    #[arg(long, default_value_t = TrainConfig::default().chat_low)]
+    pub chat_low: f32,
+    /// Expected gain of a hard, arena-hard-like chat prompt.
+    #[arg(long, default_value_t = TrainConfig::default().chat_high)]
+    pub chat_high: f32,
     #[arg(long, default_value_t = TrainConfig::default().ridge_alpha)]
     pub ridge_alpha: f64,
     #[arg(long, default_value_t = TrainConfig::default().prior_weight)]
@@ -285,7 +288,8 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
 
     let cfg = TrainConfig {
         seed: args.seed,
-        chat_bonus: args.chat_bonus,
+        chat_low: args.chat_low,
+        chat_high: args.chat_high,
         ridge_alpha: args.ridge_alpha,
         prior_weight: args.prior_weight,
         ..TrainConfig::default()

@@ -87,8 +87,13 @@ pub struct Heads {
     pub gain: Linear,
     /// Logistic: chat-style prompt versus exam-style item, over the embedding.
     pub chat: Linear,
-    /// Added to the expected gain in proportion to the chat probability.
-    pub chat_bonus: f32,
+    /// Logistic: arena-hard-like (hard) versus everyday chat prompt, over the embedding and the standardised
+    /// structure features (length matters: a one-word message is never hard).
+    pub hard: Linear,
+    /// Expected gain of an everyday chat prompt.
+    pub chat_low: f32,
+    /// Expected gain of a hard (arena-hard-like) chat prompt.
+    pub chat_high: f32,
     /// `difficulty = sigmoid((raw - center) / scale)`.
     pub center: f32,
     pub scale: f32,
@@ -157,7 +162,7 @@ impl Heads {
         if self.irt.weights.len() != DIM || self.irt_scale <= 0.0 {
             problems.push("irt head shape or scale".to_owned());
         }
-        if self.chat.weights.len() != DIM {
+        if self.chat.weights.len() != DIM || self.hard.weights.len() != DIM + NFEAT {
             problems.push("chat weights length".to_owned());
         }
         if self.scale <= 0.0 {
@@ -189,9 +194,11 @@ impl Heads {
 
     /// The expected gain before squashing.
     pub fn raw_gain(&self, embedding: &[f32], text: &str) -> f32 {
-        let exam = self.gain.apply(&self.gain_inputs(embedding, text));
+        let x = self.gain_inputs(embedding, text);
+        let exam = self.gain.apply(&x);
         let p_chat = sigmoid(self.chat.apply(embedding));
-        exam + self.chat_bonus * p_chat
+        let p_hard = sigmoid(self.hard.apply(&x[..DIM + NFEAT]));
+        (1.0 - p_chat) * exam + p_chat * (self.chat_low + (self.chat_high - self.chat_low) * p_hard)
     }
 
     /// The gain ridge's input vector.
@@ -272,7 +279,9 @@ pub(crate) mod tests {
             irt_scale: 1.0,
             gain: Linear { weights: gain_w, bias: 0.0 },
             chat: Linear { weights: vec![0.0; DIM], bias: -30.0 },
-            chat_bonus: 0.25,
+            hard: Linear { weights: vec![0.0; DIM + NFEAT], bias: 0.0 },
+            chat_low: 0.1,
+            chat_high: 0.3,
             center: 0.0,
             scale: 1.0,
         }
@@ -303,11 +312,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn chat_gate_adds_its_bonus() {
+    fn chat_gate_uses_the_hardness_model() {
         let mut h = fixed_heads();
         h.chat.bias = 30.0;
-        let out = h.infer(&unit(0), "");
-        assert!((out.raw - 0.95).abs() < 1e-4, "{}", out.raw);
+        // p_hard = 0.5 → halfway between chat_low and chat_high.
+        assert!((h.infer(&unit(0), "").raw - 0.2).abs() < 1e-4);
+        h.hard.bias = 30.0;
+        assert!((h.infer(&unit(0), "").raw - 0.3).abs() < 1e-4);
     }
 
     #[test]

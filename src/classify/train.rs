@@ -79,7 +79,8 @@ pub struct TrainConfig {
     pub ridge_alpha: f64,
     pub prior_weight: f32,
     pub subject_shrink: f64,
-    pub chat_bonus: f32,
+    pub chat_low: f32,
+    pub chat_high: f32,
     pub irt_alpha: f64,
     pub softmax_l2: f32,
     pub softmax_iters: usize,
@@ -93,7 +94,8 @@ impl Default for TrainConfig {
             ridge_alpha: 100.0,
             prior_weight: 3.0,
             subject_shrink: 10.0,
-            chat_bonus: 0.1,
+            chat_low: 0.0,
+            chat_high: 0.3,
             irt_alpha: 10.0,
             softmax_l2: 1e-4,
             softmax_iters: 300,
@@ -491,6 +493,27 @@ pub fn train(
         bias: gate.bias[1] - gate.bias[0],
     };
 
+    // Hardness among chat prompts: arena-hard (selected for difficulty) against everyday just-eval instructions.
+    eprintln!("chat hardness");
+    let hx_owned: Vec<Vec<f32>> = tasks
+        .vectors
+        .iter()
+        .zip(&tasks.texts)
+        .map(|(v, t)| {
+            let f = features::features(t);
+            let mut r = v.clone();
+            r.extend((0..NFEAT).map(|j| (f[j] - mean[j]) / scale[j]));
+            r
+        })
+        .collect();
+    let hx: Vec<&[f32]> = hx_owned.iter().map(Vec::as_slice).collect();
+    let hy: Vec<usize> = tasks.rows.iter().map(|r| usize::from(r.source.starts_with("arena"))).collect();
+    let hard_gate = fit_softmax(&hx, &hy, 2, cfg.softmax_l2, cfg.softmax_iters);
+    let hard = Linear {
+        weights: hard_gate.weights[1].iter().zip(&hard_gate.weights[0]).map(|(a, b)| a - b).collect(),
+        bias: hard_gate.bias[1] - hard_gate.bias[0],
+    };
+
     // Task head: labelled prompts, plus GSM8K as maths and a share of MMLU as knowledge questions so exam-style
     // items are not forced into a chat category.
     eprintln!("task head");
@@ -530,7 +553,9 @@ pub fn train(
         irt_scale,
         gain,
         chat,
-        chat_bonus: cfg.chat_bonus,
+        hard,
+        chat_low: cfg.chat_low,
+        chat_high: cfg.chat_high,
         center: 0.0,
         scale: 1.0,
     };
