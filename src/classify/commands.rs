@@ -160,11 +160,20 @@ fn score_texts(
     Ok(out)
 }
 
-/// `switchyard score`.
+/// `switchyard score`: stdin to stdout.
 pub fn score(args: &ScoreArgs) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    score_io(args, std::io::stdin().lock(), &mut out)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `score` over any reader and writer (tests use buffers).
+pub fn score_io(args: &ScoreArgs, input: impl BufRead, out: &mut impl Write) -> anyhow::Result<()> {
     let mut ids = Vec::new();
     let mut texts = Vec::new();
-    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+    for (n, line) in input.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
@@ -180,8 +189,6 @@ pub fn score(args: &ScoreArgs) -> anyhow::Result<()> {
     }
     let (mut embedder, heads) = load(&args.model)?;
     let outputs = score_texts(&mut embedder, &heads, &texts, "scored")?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
     for (id, o) in ids.into_iter().zip(outputs) {
         let task_scores: BTreeMap<&str, f32> = o.task_scores.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let line = serde_json::json!({
@@ -192,7 +199,6 @@ pub fn score(args: &ScoreArgs) -> anyhow::Result<()> {
         });
         writeln!(out, "{line}")?;
     }
-    out.flush()?;
     Ok(())
 }
 
