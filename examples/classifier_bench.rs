@@ -16,19 +16,30 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let data = args.get(1).cloned().unwrap_or_else(|| "../shared/data/routing/dev_routing.jsonl".into());
+    let data = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "../shared/data/routing/dev_routing.jsonl".into());
     let arg = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
-    let mut settings = ClassifierSettings::default();
-    settings.workers = arg(2, 2) as usize;
-    settings.threads = arg(3, 1) as usize;
-    settings.max_batch = arg(4, 16) as usize;
-    settings.batch_window_us = arg(5, 0);
-    settings.queue_bound = 4096;
+    let settings = ClassifierSettings {
+        workers: arg(2, 2) as usize,
+        threads: arg(3, 1) as usize,
+        max_batch: arg(4, 16) as usize,
+        batch_window_us: arg(5, 0),
+        queue_bound: 4096,
+        ..ClassifierSettings::default()
+    };
     let t0 = Instant::now();
     let c = Classifier::load(&settings)?;
-    println!("settings: workers={} threads={} max_batch={} window_us={}", settings.workers, settings.threads,
-        settings.max_batch, settings.batch_window_us);
-    println!("cold start (runtime, {} sessions, heads): {:.0} ms", settings.workers, t0.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "settings: workers={} threads={} max_batch={} window_us={}",
+        settings.workers, settings.threads, settings.max_batch, settings.batch_window_us
+    );
+    println!(
+        "cold start (runtime, {} sessions, heads): {:.0} ms",
+        settings.workers,
+        t0.elapsed().as_secs_f64() * 1e3
+    );
 
     let prompts: Vec<String> = std::fs::read_to_string(&data)?
         .lines()
@@ -62,14 +73,20 @@ async fn main() -> anyhow::Result<()> {
             lat.push(start.elapsed().as_secs_f64() * 1e3);
         }
         lat.sort_by(f64::total_cmp);
-        println!("latency {label:12} sequential: p50 {:.2} ms  p99 {:.2} ms  (n={})", percentile(&lat, 0.5),
-            percentile(&lat, 0.99), lat.len());
+        println!(
+            "latency {label:12} sequential: p50 {:.2} ms  p99 {:.2} ms  (n={})",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.len()
+        );
     }
 
     // Throughput: 64 concurrent clients over distinct dev prompts (their natural lengths).
     for clients in [1usize, 8, 64] {
         let n = if clients == 1 { 200 } else { 1200 };
-        let texts: Vec<_> = (0..n).map(|i| text::from_prompt(&format!("c{clients} {i} {}", prompts[i % prompts.len()]))).collect();
+        let texts: Vec<_> = (0..n)
+            .map(|i| text::from_prompt(&format!("c{clients} {i} {}", prompts[i % prompts.len()])))
+            .collect();
         let start = Instant::now();
         let mut lat = Vec::new();
         for chunk in texts.chunks(clients) {
@@ -83,8 +100,12 @@ async fn main() -> anyhow::Result<()> {
         }
         let secs = start.elapsed().as_secs_f64();
         lat.sort_by(f64::total_cmp);
-        println!("throughput {clients:3} concurrent, dev prompts: {:.0} req/s  (batch wall p50 {:.1} ms, p99 {:.1} ms)",
-            n as f64 / secs, percentile(&lat, 0.5), percentile(&lat, 0.99));
+        println!(
+            "throughput {clients:3} concurrent, dev prompts: {:.0} req/s  (batch wall p50 {:.1} ms, p99 {:.1} ms)",
+            n as f64 / secs,
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
     }
     Ok(())
 }

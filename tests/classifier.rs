@@ -19,7 +19,11 @@ fn settings() -> ClassifierSettings {
             *p = root().join(&*p);
         }
     }
-    let needed = [s.ort_library.clone(), s.model_dir.join("model.onnx"), s.model_dir.join("tokenizer.json")];
+    let needed = [
+        s.ort_library.clone(),
+        s.model_dir.join("model.onnx"),
+        s.model_dir.join("tokenizer.json"),
+    ];
     for f in needed {
         assert!(
             f.is_file(),
@@ -61,7 +65,12 @@ async fn related_sentences_are_closer_than_unrelated_ones() {
         assert_eq!(e.len(), 384);
         assert!((cosine(e, e) - 1.0).abs() < 1e-3, "embeddings are normalised");
     }
-    assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]) + 0.2, "{} vs {}", cosine(&v[0], &v[1]), cosine(&v[0], &v[2]));
+    assert!(
+        cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]) + 0.2,
+        "{} vs {}",
+        cosine(&v[0], &v[1]),
+        cosine(&v[0], &v[2])
+    );
 }
 
 #[tokio::test]
@@ -82,7 +91,11 @@ async fn hard_prompts_score_above_trivial_ones() {
     }
     for t in hard {
         let r = c.classify(&text::from_prompt(t)).await.unwrap();
-        assert!(r.difficulty > max_trivial, "{t:?}: {} <= {max_trivial}", r.difficulty);
+        assert!(
+            r.difficulty > max_trivial,
+            "{t:?}: {} <= {max_trivial}",
+            r.difficulty
+        );
     }
     let code = c.classify(&text::from_prompt(hard[1])).await.unwrap();
     assert_eq!(code.task.as_str(), "code");
@@ -109,10 +122,15 @@ async fn concurrent_requests_batch_and_overflow_is_refused() {
     s.workers = 1;
     s.queue_bound = 2;
     let c = Classifier::load(&s).unwrap();
-    let texts: Vec<_> = (0..40).map(|i| text::from_prompt(&format!("Question number {i}: what is {i} times 7?"))).collect();
+    let texts: Vec<_> = (0..40)
+        .map(|i| text::from_prompt(&format!("Question number {i}: what is {i} times 7?")))
+        .collect();
     let results = futures::future::join_all(texts.iter().map(|t| c.classify(t))).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
-    let overloaded = results.iter().filter(|r| matches!(r, Err(ClassifyError::Overloaded))).count();
+    let overloaded = results
+        .iter()
+        .filter(|r| matches!(r, Err(ClassifyError::Overloaded)))
+        .count();
     assert!(ok >= 1, "some requests are served");
     assert!(overloaded >= 1, "a full queue refuses instead of waiting");
     assert_eq!(ok + overloaded, results.len());
@@ -129,7 +147,10 @@ fn missing_model_files_are_an_error_with_a_fix() {
     assert!(err.to_string().contains("setup-models.sh"), "{err}");
     let mut s = settings();
     s.weights = PathBuf::from("/nonexistent/heads.json");
-    assert!(matches!(Classifier::load(&s).unwrap_err(), ClassifyError::ModelMissing { .. }));
+    assert!(matches!(
+        Classifier::load(&s).unwrap_err(),
+        ClassifyError::ModelMissing { .. }
+    ));
 }
 
 #[test]
@@ -142,9 +163,19 @@ fn score_command_end_to_end() {
         "\n"
     );
     let mut out = Vec::new();
-    commands::score_io(&ScoreArgs { model: model_args(&s) }, input.as_bytes(), &mut out).unwrap();
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    commands::score_io(
+        &ScoreArgs {
+            model: model_args(&s),
+        },
+        input.as_bytes(),
+        &mut out,
+    )
+    .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["id"], serde_json::json!("a"));
     assert_eq!(lines[1]["id"], serde_json::json!(7));
@@ -154,7 +185,15 @@ fn score_command_end_to_end() {
         assert!(l["task"].is_string());
         assert_eq!(l["task_scores"].as_object().unwrap().len(), 7);
     }
-    let tasks = ["code", "math", "reasoning", "writing", "qa", "extraction", "conversation"];
+    let tasks = [
+        "code",
+        "math",
+        "reasoning",
+        "writing",
+        "qa",
+        "extraction",
+        "conversation",
+    ];
     assert!(lines.iter().all(|l| tasks.contains(&l["task"].as_str().unwrap())));
 }
 
@@ -178,7 +217,11 @@ fn eval_command_end_to_end() {
     let svg = std::fs::read_to_string(out.with_extension("svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     // A reference router needs no model.
-    let args = EvalArgs { router: Some("length".into()), out: dir.path().join("len"), ..args };
+    let args = EvalArgs {
+        router: Some("length".into()),
+        out: dir.path().join("len"),
+        ..args
+    };
     commands::eval(&args).unwrap();
     assert!(Path::new(&dir.path().join("len.svg")).is_file());
 }

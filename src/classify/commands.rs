@@ -151,7 +151,12 @@ fn score_texts(
         let vectors = embedder.embed(&refs)?;
         out.extend(vectors.iter().zip(part).map(|(v, t)| heads.infer(v, t)));
         if texts.len() > chunk {
-            eprint!("\r{progress}: {}/{} ({:.1}s)", (i * chunk + part.len()), texts.len(), started.elapsed().as_secs_f64());
+            eprint!(
+                "\r{progress}: {}/{} ({:.1}s)",
+                (i * chunk + part.len()),
+                texts.len(),
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     if texts.len() > chunk {
@@ -178,10 +183,13 @@ pub fn score_io(args: &ScoreArgs, input: impl BufRead, out: &mut impl Write) -> 
         if line.trim().is_empty() {
             continue;
         }
-        let input: ScoreInput = serde_json::from_str(&line).with_context(|| format!("stdin line {}", n + 1))?;
+        let input: ScoreInput =
+            serde_json::from_str(&line).with_context(|| format!("stdin line {}", n + 1))?;
         let text = match (&input.prompt, &input.messages) {
             (Some(p), _) => text::from_prompt(p),
-            (None, Some(m)) => text::from_chat_messages(m).with_context(|| format!("stdin line {}", n + 1))?,
+            (None, Some(m)) => {
+                text::from_chat_messages(m).with_context(|| format!("stdin line {}", n + 1))?
+            }
             (None, None) => anyhow::bail!("stdin line {}: needs `prompt` or `messages`", n + 1),
         };
         ids.push(input.id);
@@ -221,27 +229,45 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         .into_iter()
         .filter(|r| r.weak_score.is_some() && r.strong_score.is_some())
         .collect();
-    anyhow::ensure!(!rows.is_empty(), "{}: no rows with both scores", args.data.display());
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "{}: no rows with both scores",
+        args.data.display()
+    );
     let difficulty: Vec<f64> = if let Some(path) = &args.scores {
         let mut map = HashMap::new();
-        for line in std::fs::read_to_string(path)?.lines().filter(|l| !l.trim().is_empty()) {
+        for line in std::fs::read_to_string(path)?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
             let v: serde_json::Value = serde_json::from_str(line)?;
             let id = match &v["id"] {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let d = v["difficulty"].as_f64().context("scores row without numeric difficulty")?;
+            let d = v["difficulty"]
+                .as_f64()
+                .context("scores row without numeric difficulty")?;
             map.insert(id, d);
         }
         rows.iter()
-            .map(|r| map.get(&r.id).copied().with_context(|| format!("no score for id {}", r.id)))
+            .map(|r| {
+                map.get(&r.id)
+                    .copied()
+                    .with_context(|| format!("no score for id {}", r.id))
+            })
             .collect::<anyhow::Result<_>>()?
     } else if let Some(router) = &args.router {
-        rows.iter().map(|r| reference_difficulty(router, r)).collect::<anyhow::Result<_>>()?
+        rows.iter()
+            .map(|r| reference_difficulty(router, r))
+            .collect::<anyhow::Result<_>>()?
     } else {
         let (mut embedder, heads) = load(&args.model)?;
         let texts: Vec<String> = rows.iter().map(train::row_text).collect();
-        score_texts(&mut embedder, &heads, &texts, "scored")?.iter().map(|o| f64::from(o.difficulty)).collect()
+        score_texts(&mut embedder, &heads, &texts, "scored")?
+            .iter()
+            .map(|o| f64::from(o.difficulty))
+            .collect()
     };
     let outcomes: Vec<Outcome> = rows
         .iter()
@@ -265,7 +291,12 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let csv = args.out.with_extension("csv");
     let svg = args.out.with_extension("svg");
     std::fs::write(&csv, eval::curves_csv(&report)).with_context(|| csv.display().to_string())?;
-    let title = format!("Cost–quality curve: {}", args.data.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned()));
+    let title = format!(
+        "Cost–quality curve: {}",
+        args.data
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+    );
     std::fs::write(&svg, eval::curves_svg(&report, &title)).with_context(|| svg.display().to_string())?;
     eprintln!("wrote {} and {}", csv.display(), svg.display());
     Ok(())
@@ -273,17 +304,28 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
 
 /// `switchyard train`.
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
-    let gold_path = args.outcomes.clone().unwrap_or_else(|| args.data_dir.join("train_gold.jsonl"));
+    let gold_path = args
+        .outcomes
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("train_gold.jsonl"));
     let task_path = args.data_dir.join("train_tasktype.jsonl");
     let exam_path = args.data_dir.join("train_routing.jsonl");
     let gold_rows = train::read_rows(&gold_path)?;
     let task_rows = train::read_rows(&task_path)?;
-    let exam_rows = if exam_path.exists() { Some(train::read_rows(&exam_path)?) } else { None };
+    let exam_rows = if exam_path.exists() {
+        Some(train::read_rows(&exam_path)?)
+    } else {
+        None
+    };
 
     let settings = args.model.settings();
     let mut embedder = Embedder::load(&settings)?;
     let mut cache = EmbeddingCache::open(Some(args.cache.clone()))?;
-    eprintln!("embedding {} outcome rows, {} task rows", gold_rows.len(), task_rows.len());
+    eprintln!(
+        "embedding {} outcome rows, {} task rows",
+        gold_rows.len(),
+        task_rows.len()
+    );
     let gold = train::embed_rows(&gold_rows, &mut embedder, &mut cache)?;
     let tasks = train::embed_rows(&task_rows, &mut embedder, &mut cache)?;
     let exam = match &exam_rows {
@@ -301,13 +343,24 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
         ..TrainConfig::default()
     };
     let mut provenance = BTreeMap::new();
-    for (name, path) in [("outcomes", &gold_path), ("tasks", &task_path), ("exam_items", &exam_path)] {
+    for (name, path) in [
+        ("outcomes", &gold_path),
+        ("tasks", &task_path),
+        ("exam_items", &exam_path),
+    ] {
         if path.exists() {
             let digest = hex::encode(Sha256::digest(std::fs::read(path)?));
-            provenance.insert(name.to_owned(), format!("{} sha256:{digest}", path.display()));
+            // The file name only: an absolute path would make the shipped file depend on where it was built.
+            let file = path
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+            provenance.insert(name.to_owned(), format!("{file} sha256:{digest}"));
         }
     }
-    provenance.insert("trainer".to_owned(), format!("switchyard {} train", env!("CARGO_PKG_VERSION")));
+    provenance.insert(
+        "trainer".to_owned(),
+        format!("switchyard {} train", env!("CARGO_PKG_VERSION")),
+    );
     provenance.insert("config".to_owned(), format!("{cfg:?}"));
     let heads = train::train(&gold, &tasks, exam.as_ref(), &cfg, provenance)?;
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {

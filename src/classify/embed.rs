@@ -9,7 +9,7 @@ use std::sync::{Mutex, PoisonError};
 use fastembed::{InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel};
 use ort::environment::Environment;
 
-use super::text::{split_head_tail, ELLIPSIS};
+use super::text::{ELLIPSIS, split_head_tail};
 use super::{ClassifierSettings, ClassifyError, SETUP_HINT};
 
 /// Width of all-MiniLM-L6-v2's sentence embedding.
@@ -50,7 +50,11 @@ pub fn environment(library: &Path) -> Result<Environment, ClassifyError> {
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, ClassifyError> {
     let path = dir.join(name);
-    std::fs::read(&path).map_err(|e| ClassifyError::ModelMissing { path, reason: e.to_string(), hint: SETUP_HINT })
+    std::fs::read(&path).map_err(|e| ClassifyError::ModelMissing {
+        path,
+        reason: e.to_string(),
+        hint: SETUP_HINT,
+    })
 }
 
 /// The embedding model with its tokenizer, plus a second, non-truncating tokenizer for the head/tail rule.
@@ -64,7 +68,9 @@ pub struct Embedder {
 
 impl std::fmt::Debug for Embedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Embedder").field("max_tokens", &self.max_tokens).finish_non_exhaustive()
+        f.debug_struct("Embedder")
+            .field("max_tokens", &self.max_tokens)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,7 +83,9 @@ impl Embedder {
             )));
         }
         if settings.threads == 0 || settings.max_batch == 0 {
-            return Err(ClassifyError::Settings("threads and max_batch must be at least 1".to_owned()));
+            return Err(ClassifyError::Settings(
+                "threads and max_batch must be at least 1".to_owned(),
+            ));
         }
         let env = environment(&settings.ort_library)?;
         let dir = &settings.model_dir;
@@ -88,13 +96,14 @@ impl Embedder {
             tokenizer_config_file: read(dir, "tokenizer_config.json")?,
         };
         let onnx = read(dir, "model.onnx")?;
-        let mut measure = tokenizers::Tokenizer::from_bytes(&tokenizer_files.tokenizer_file).map_err(|e| {
-            ClassifyError::ModelMissing {
-                path: dir.join("tokenizer.json"),
-                reason: e.to_string(),
-                hint: SETUP_HINT,
-            }
-        })?;
+        let mut measure =
+            tokenizers::Tokenizer::from_bytes(&tokenizer_files.tokenizer_file).map_err(|e| {
+                ClassifyError::ModelMissing {
+                    path: dir.join("tokenizer.json"),
+                    reason: e.to_string(),
+                    hint: SETUP_HINT,
+                }
+            })?;
         measure.with_padding(None);
         measure
             .with_truncation(None)
@@ -113,7 +122,12 @@ impl Embedder {
                 hint: SETUP_HINT,
             }
         })?;
-        Ok(Self { model, measure, max_tokens: settings.max_tokens, max_batch: settings.max_batch })
+        Ok(Self {
+            model,
+            measure,
+            max_tokens: settings.max_tokens,
+            max_batch: settings.max_batch,
+        })
     }
 
     /// The token-level truncation rule (see [`super::text`]): the text unchanged when it fits, else its leading
@@ -124,7 +138,10 @@ impl Embedder {
         if text.chars().count() <= budget {
             return Ok(text.into());
         }
-        let enc = self.measure.encode(text, false).map_err(|e| ClassifyError::Inference(e.to_string()))?;
+        let enc = self
+            .measure
+            .encode(text, false)
+            .map_err(|e| ClassifyError::Inference(e.to_string()))?;
         let offsets = enc.get_offsets();
         let Some((head, tail)) = split_head_tail(offsets.len(), budget) else {
             return Ok(text.into());
@@ -134,14 +151,19 @@ impl Embedder {
         let tail_start = offsets.get(offsets.len() - tail).map_or(text.len(), |o| o.0);
         match (text.get(..head_end), text.get(tail_start..)) {
             (Some(h), Some(t)) => Ok(format!("{h}{ELLIPSIS}{t}").into()),
-            _ => Err(ClassifyError::Inference("tokenizer offsets outside the text".to_owned())),
+            _ => Err(ClassifyError::Inference(
+                "tokenizer offsets outside the text".to_owned(),
+            )),
         }
     }
 
     /// L2-normalised embeddings, in input order. Texts are truncated, then grouped by length so that a batch pads
     /// to a similar length (padding tokens cost as much compute as real ones).
     pub fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ClassifyError> {
-        let truncated = texts.iter().map(|t| self.truncate(t)).collect::<Result<Vec<_>, _>>()?;
+        let truncated = texts
+            .iter()
+            .map(|t| self.truncate(t))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut order: Vec<usize> = (0..truncated.len()).collect();
         order.sort_by_key(|&i| truncated[i].len());
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
@@ -152,11 +174,16 @@ impl Embedder {
                 .embed(&batch, Some(batch.len()))
                 .map_err(|e| ClassifyError::Inference(e.to_string()))?;
             if vectors.len() != group.len() {
-                return Err(ClassifyError::Inference("embedding count differs from text count".to_owned()));
+                return Err(ClassifyError::Inference(
+                    "embedding count differs from text count".to_owned(),
+                ));
             }
             for (&i, v) in group.iter().zip(vectors) {
                 if v.len() != DIM {
-                    return Err(ClassifyError::Inference(format!("embedding width {} (expected {DIM})", v.len())));
+                    return Err(ClassifyError::Inference(format!(
+                        "embedding width {} (expected {DIM})",
+                        v.len()
+                    )));
                 }
                 out[i] = v;
             }
@@ -165,7 +192,13 @@ impl Embedder {
     }
 
     pub fn model_dir_files() -> [&'static str; 5] {
-        ["model.onnx", "tokenizer.json", "config.json", "special_tokens_map.json", "tokenizer_config.json"]
+        [
+            "model.onnx",
+            "tokenizer.json",
+            "config.json",
+            "special_tokens_map.json",
+            "tokenizer_config.json",
+        ]
     }
 }
 

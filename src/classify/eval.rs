@@ -48,8 +48,13 @@ fn tie_key(id: &str) -> String {
 
 /// `weighted_curve` of route_eval.py: rows as `(outcome, weight)`.
 pub fn curve(rows: &[(&Outcome, f64)]) -> Curve {
-    let mut order: Vec<(&Outcome, f64, String)> = rows.iter().map(|(o, w)| (*o, *w, tie_key(&o.id))).collect();
-    order.sort_by(|a, b| b.0.difficulty.total_cmp(&a.0.difficulty).then_with(|| a.2.cmp(&b.2)));
+    let mut order: Vec<(&Outcome, f64, String)> =
+        rows.iter().map(|(o, w)| (*o, *w, tie_key(&o.id))).collect();
+    order.sort_by(|a, b| {
+        b.0.difficulty
+            .total_cmp(&a.0.difficulty)
+            .then_with(|| a.2.cmp(&b.2))
+    });
     let total: f64 = order.iter().map(|r| r.1).sum();
     let mut q: f64 = order.iter().map(|r| r.1 * r.0.weak).sum();
     let mut c = 0.0;
@@ -76,15 +81,28 @@ pub fn metrics(rows: &[(&Outcome, f64)]) -> Option<(Metrics, Curve)> {
     let s = rows.iter().map(|(o, wt)| wt * o.strong).sum::<f64>() / total;
     let curve = curve(rows);
     let gap = s - w;
-    let pgr: Vec<f64> = curve.qualities.iter().map(|q| if gap != 0.0 { (q - w) / gap } else { 1.0 }).collect();
+    let pgr: Vec<f64> = curve
+        .qualities
+        .iter()
+        .map(|q| if gap != 0.0 { (q - w) / gap } else { 1.0 })
+        .collect();
     let apgr = (0..rows.len())
         .map(|k| (pgr[k] + pgr[k + 1]) / 2.0 * (curve.shares[k + 1] - curve.shares[k]))
         .sum();
-    let first = |pred: &dyn Fn(usize) -> bool| (0..pgr.len()).find(|&k| pred(k)).map_or(1.0, |k| curve.shares[k]);
+    let first =
+        |pred: &dyn Fn(usize) -> bool| (0..pgr.len()).find(|&k| pred(k)).map_or(1.0, |k| curve.shares[k]);
     let cpt50 = first(&|k| pgr[k] >= 0.5);
     let cpt80 = first(&|k| pgr[k] >= 0.8);
     let need95 = first(&|k| curve.qualities[k] >= 0.95 * s - 1e-12);
-    let m = Metrics { n: rows.len(), weak_mean: w, strong_mean: s, apgr, cpt50, cpt80, saved95: 1.0 - need95 };
+    let m = Metrics {
+        n: rows.len(),
+        weak_mean: w,
+        strong_mean: s,
+        apgr,
+        cpt50,
+        cpt80,
+        saved95: 1.0 - need95,
+    };
     Some((m, curve))
 }
 
@@ -101,9 +119,16 @@ pub fn report(outcomes: &[Outcome]) -> BTreeMap<String, (Metrics, Curve)> {
     }
     let mut groups: BTreeMap<String, Vec<(Outcome, f64)>> = BTreeMap::new();
     for (source, rows) in &by_source {
-        groups.insert((*source).to_owned(), rows.iter().map(|o| ((*o).clone(), 1.0)).collect());
+        groups.insert(
+            (*source).to_owned(),
+            rows.iter().map(|o| ((*o).clone(), 1.0)).collect(),
+        );
     }
-    let all: Vec<(Outcome, f64)> = outcomes.iter().filter(|o| o.zero_one).map(|o| (o.clone(), 1.0)).collect();
+    let all: Vec<(Outcome, f64)> = outcomes
+        .iter()
+        .filter(|o| o.zero_one)
+        .map(|o| (o.clone(), 1.0))
+        .collect();
     groups.insert(ALL.to_owned(), all);
     // A mixed workload: every source weighs the same, judge scores 1-10 mapped to 0-1. route_eval.py decides
     // "judge" by a source's first row, and so does this.
@@ -177,7 +202,9 @@ pub fn curves_svg(report: &BTreeMap<String, (Metrics, Curve)>, title: &str) -> S
     const T: f64 = 40.0;
     const PW: f64 = 420.0;
     const PH: f64 = 340.0;
-    const COLOURS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
+    const COLOURS: [&str; 8] = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
+    ];
     // PGR can overshoot 1 (the weak model beats the strong one on some rows); the axis shows 0..1.3.
     let y_max = 1.3;
     let x = |c: f64| L + c * PW;
@@ -266,7 +293,10 @@ fn short_name(name: &str) -> String {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -274,12 +304,23 @@ mod tests {
     use super::*;
 
     fn o(id: &str, source: &str, weak: f64, strong: f64, difficulty: f64) -> Outcome {
-        Outcome { id: id.into(), source: source.into(), zero_one: true, weak, strong, difficulty }
+        Outcome {
+            id: id.into(),
+            source: source.into(),
+            zero_one: true,
+            weak,
+            strong,
+            difficulty,
+        }
     }
 
     #[test]
     fn oracle_and_inverse_orderings() {
-        let rows = [o("a", "s", 0.0, 1.0, 1.0), o("b", "s", 1.0, 1.0, 0.5), o("c", "s", 0.0, 0.0, 0.0)];
+        let rows = [
+            o("a", "s", 0.0, 1.0, 1.0),
+            o("b", "s", 1.0, 1.0, 0.5),
+            o("c", "s", 0.0, 0.0, 0.0),
+        ];
         let r = report(&rows);
         let (m, c) = &r["s"];
         assert_eq!(m.n, 3);
@@ -298,7 +339,11 @@ mod tests {
     fn mix_weighs_sources_equally_and_maps_judge_scores() {
         let mut judge = o("j", "arena", 1.0, 10.0, 0.0);
         judge.zero_one = false;
-        let rows = [judge, o("x", "mmlu", 0.0, 1.0, 1.0), o("y", "mmlu", 0.0, 0.0, 0.5)];
+        let rows = [
+            judge,
+            o("x", "mmlu", 0.0, 1.0, 1.0),
+            o("y", "mmlu", 0.0, 0.0, 0.5),
+        ];
         let r = report(&rows);
         let (mix, _) = &r[MIX];
         // arena: weak 0, strong 1 after mapping, weight 1/2; mmlu rows weight 1/4 each.
@@ -315,6 +360,8 @@ mod tests {
         assert!(csv.starts_with("group,share_strong,quality,pgr\n"));
         assert_eq!(csv.lines().count(), 1 + 3 * 3);
         let svg = curves_svg(&r, "t <&>");
-        assert!(svg.starts_with("<svg") && svg.contains("t &lt;&amp;&gt;") && svg.trim_end().ends_with("</svg>"));
+        assert!(
+            svg.starts_with("<svg") && svg.contains("t &lt;&amp;&gt;") && svg.trim_end().ends_with("</svg>")
+        );
     }
 }

@@ -66,7 +66,11 @@ pub fn features(text: &str) -> [f32; N] {
         ln1p(count_all(text, &MATH_MARKS)),
         ln1p(text.matches('?').count()),
         upper as f32 / n,
-        if text.trim_end().ends_with("Answer:") { 1.0 } else { 0.0 },
+        if text.trim_end().ends_with("Answer:") {
+            1.0
+        } else {
+            0.0
+        },
     ]
 }
 

@@ -37,7 +37,12 @@ pub struct Softmax {
 impl Softmax {
     /// Class probabilities for one input vector.
     pub fn probabilities(&self, x: &[f32]) -> Vec<f32> {
-        let logits: Vec<f32> = self.weights.iter().zip(&self.bias).map(|(w, b)| dot(w, x) + b).collect();
+        let logits: Vec<f32> = self
+            .weights
+            .iter()
+            .zip(&self.bias)
+            .map(|(w, b)| dot(w, x) + b)
+            .collect();
         softmax(&logits)
     }
 }
@@ -118,11 +123,14 @@ impl Heads {
             hint: "the weights ship in the repository as models/classifier-heads.json; `switchyard train` rebuilds \
                    them, and classifier.weights points elsewhere",
         })?;
-        let heads: Heads = serde_json::from_slice(&bytes)
-            .map_err(|e| ClassifyError::Weights { path: path.to_path_buf(), reason: e.to_string() })?;
-        heads
-            .validate()
-            .map_err(|reason| ClassifyError::Weights { path: path.to_path_buf(), reason })?;
+        let heads: Heads = serde_json::from_slice(&bytes).map_err(|e| ClassifyError::Weights {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        heads.validate().map_err(|reason| ClassifyError::Weights {
+            path: path.to_path_buf(),
+            reason,
+        })?;
         Ok(heads)
     }
 
@@ -130,7 +138,10 @@ impl Heads {
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         if self.format_version != FORMAT_VERSION {
-            problems.push(format!("format_version {} (expected {FORMAT_VERSION})", self.format_version));
+            problems.push(format!(
+                "format_version {} (expected {FORMAT_VERSION})",
+                self.format_version
+            ));
         }
         if self.embedding_model != EMBEDDING_MODEL || self.dim != DIM {
             problems.push(format!(
@@ -157,7 +168,10 @@ impl Heads {
             problems.push("subject_gain length".to_owned());
         }
         if self.gain.weights.len() != GAIN_INPUTS {
-            problems.push(format!("gain weights length {} (expected {GAIN_INPUTS})", self.gain.weights.len()));
+            problems.push(format!(
+                "gain weights length {} (expected {GAIN_INPUTS})",
+                self.gain.weights.len()
+            ));
         }
         if self.irt.weights.len() != DIM || self.irt_scale <= 0.0 {
             problems.push("irt head shape or scale".to_owned());
@@ -168,14 +182,29 @@ impl Heads {
         if self.scale <= 0.0 {
             problems.push("scale must be positive".to_owned());
         }
-        let all_finite = [&self.gain.weights, &self.chat.weights, &self.irt.weights, &self.subject_gain, &self.feature_mean]
-            .iter()
-            .all(|v| v.iter().all(|x| x.is_finite()))
-            && self.task.weights.iter().chain(&self.subject.weights).all(|r| r.iter().all(|x| x.is_finite()));
+        let all_finite = [
+            &self.gain.weights,
+            &self.chat.weights,
+            &self.irt.weights,
+            &self.subject_gain,
+            &self.feature_mean,
+        ]
+        .iter()
+        .all(|v| v.iter().all(|x| x.is_finite()))
+            && self
+                .task
+                .weights
+                .iter()
+                .chain(&self.subject.weights)
+                .all(|r| r.iter().all(|x| x.is_finite()));
         if !all_finite {
             problems.push("non-finite weights".to_owned());
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
     }
 
     /// Standardised structure features of `text`.
@@ -223,7 +252,12 @@ impl Heads {
                 best = (*class, *p);
             }
         }
-        HeadOutput { difficulty: sigmoid((raw - self.center) / self.scale), raw, task: best.0, task_scores }
+        HeadOutput {
+            difficulty: sigmoid((raw - self.center) / self.scale),
+            raw,
+            task: best.0,
+            task_scores,
+        }
     }
 }
 
@@ -266,20 +300,38 @@ pub(crate) mod tests {
             dim: DIM,
             provenance: BTreeMap::new(),
             task_classes: TaskType::ALL.to_vec(),
-            task: Softmax { weights: task_w, bias: vec![0.0; 7] },
+            task: Softmax {
+                weights: task_w,
+                bias: vec![0.0; 7],
+            },
             feature_names: features::NAMES.iter().map(|s| (*s).to_owned()).collect(),
             feature_mean: features::features("").to_vec(),
             feature_scale: vec![1.0; NFEAT],
             subjects: vec!["a".into(), "b".into()],
-            subject: Softmax { weights: vec![vec![0.0; DIM], vec![0.0; DIM]], bias: vec![0.0, 0.0] },
+            subject: Softmax {
+                weights: vec![vec![0.0; DIM], vec![0.0; DIM]],
+                bias: vec![0.0, 0.0],
+            },
             subject_gain: vec![0.1, 0.3],
             prior_weight: 1.0,
-            irt: Linear { weights: vec![0.0; DIM], bias: 0.5 },
+            irt: Linear {
+                weights: vec![0.0; DIM],
+                bias: 0.5,
+            },
             irt_mean: 0.5,
             irt_scale: 1.0,
-            gain: Linear { weights: gain_w, bias: 0.0 },
-            chat: Linear { weights: vec![0.0; DIM], bias: -30.0 },
-            hard: Linear { weights: vec![0.0; DIM + NFEAT], bias: 0.0 },
+            gain: Linear {
+                weights: gain_w,
+                bias: 0.0,
+            },
+            chat: Linear {
+                weights: vec![0.0; DIM],
+                bias: -30.0,
+            },
+            hard: Linear {
+                weights: vec![0.0; DIM + NFEAT],
+                bias: 0.0,
+            },
             chat_low: 0.1,
             chat_high: 0.3,
             center: 0.0,
@@ -328,7 +380,10 @@ pub(crate) mod tests {
         h.gain.weights.pop();
         h.scale = 0.0;
         let err = h.validate().unwrap_err();
-        assert!(err.contains("width") && err.contains("gain weights") && err.contains("scale"), "{err}");
+        assert!(
+            err.contains("width") && err.contains("gain weights") && err.contains("scale"),
+            "{err}"
+        );
     }
 
     #[test]

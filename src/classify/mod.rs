@@ -204,10 +204,18 @@ pub struct Classification {
 pub enum ClassifyError {
     /// A model, tokenizer or weights file is absent or unreadable.
     #[error("classifier file missing or unreadable: {path} ({reason}); {hint}")]
-    ModelMissing { path: PathBuf, reason: String, hint: &'static str },
+    ModelMissing {
+        path: PathBuf,
+        reason: String,
+        hint: &'static str,
+    },
     /// The ONNX Runtime library could not be loaded or initialised.
     #[error("cannot load ONNX Runtime from {path}: {reason}; {hint}")]
-    Runtime { path: PathBuf, reason: String, hint: &'static str },
+    Runtime {
+        path: PathBuf,
+        reason: String,
+        hint: &'static str,
+    },
     /// The shipped heads do not fit the embedding model or are malformed.
     #[error("classifier weights {path} are invalid: {reason}")]
     Weights { path: PathBuf, reason: String },

@@ -2,7 +2,7 @@
 //! each owning one ONNX session; a worker takes every request already queued (up to `max_batch`) and embeds them
 //! in one run, so concurrent requests share the cost. Results are cached by a hash of the classified text.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,14 @@ use super::{Classification, ClassifierSettings, ClassifyError, ClassifyText};
 
 /// What a worker is asked to do.
 enum Job {
-    Classify { text: String, reply: oneshot::Sender<Result<Classification, ClassifyError>> },
-    Embed { texts: Vec<String>, reply: oneshot::Sender<Result<Vec<Vec<f32>>, ClassifyError>> },
+    Classify {
+        text: String,
+        reply: oneshot::Sender<Result<Classification, ClassifyError>>,
+    },
+    Embed {
+        texts: Vec<String>,
+        reply: oneshot::Sender<Result<Vec<Vec<f32>>, ClassifyError>>,
+    },
 }
 
 /// Cheap to clone: every field is shared.
@@ -33,7 +39,9 @@ struct Inner {
 
 impl std::fmt::Debug for Classifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Classifier").field("cached", &self.inner.cache.entry_count()).finish_non_exhaustive()
+        f.debug_struct("Classifier")
+            .field("cached", &self.inner.cache.entry_count())
+            .finish_non_exhaustive()
     }
 }
 
@@ -45,7 +53,9 @@ impl Classifier {
     /// Loads the runtime, the model (once per worker) and the heads; starts the workers. Takes about a second.
     pub fn load(settings: &ClassifierSettings) -> Result<Self, ClassifyError> {
         if settings.workers == 0 || settings.queue_bound == 0 {
-            return Err(ClassifyError::Settings("workers and queue_bound must be at least 1".to_owned()));
+            return Err(ClassifyError::Settings(
+                "workers and queue_bound must be at least 1".to_owned(),
+            ));
         }
         let heads = Arc::new(Heads::load(&settings.weights)?);
         let mut embedders = Vec::with_capacity(settings.workers);
@@ -66,8 +76,12 @@ impl Classifier {
                 .spawn(move || worker(embedder, &heads, &rx, max_batch, window))
                 .map_err(|e| ClassifyError::Inference(format!("cannot start worker thread: {e}")))?;
         }
-        let cache = moka::sync::Cache::builder().max_capacity(settings.cache_capacity).build();
-        Ok(Self { inner: Arc::new(Inner { queue, cache, heads }) })
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(settings.cache_capacity)
+            .build();
+        Ok(Self {
+            inner: Arc::new(Inner { queue, cache, heads }),
+        })
     }
 
     /// The heads in use (e.g. to report their provenance).
@@ -87,7 +101,10 @@ impl Classifier {
             return Ok(hit);
         }
         let (reply, rx) = oneshot::channel();
-        self.submit(Job::Classify { text: text.as_str().to_owned(), reply })?;
+        self.submit(Job::Classify {
+            text: text.as_str().to_owned(),
+            reply,
+        })?;
         let result = rx.await.map_err(|_| ClassifyError::Stopped)??;
         self.inner.cache.insert(key, result.clone());
         Ok(result)
@@ -129,10 +146,9 @@ fn collect(rx: &Mutex<Receiver<Job>>, max_batch: usize, window: Duration) -> Opt
         let next = if window.is_zero() {
             rx.try_recv().ok()
         } else {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(job) => Some(job),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-            }
+            // Timeout and disconnection both end the batch; a disconnection surfaces on the next `recv`.
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .ok()
         };
         match next {
             Some(job) => jobs.push(job),
@@ -142,7 +158,13 @@ fn collect(rx: &Mutex<Receiver<Job>>, max_batch: usize, window: Duration) -> Opt
     Some(jobs)
 }
 
-fn worker(mut embedder: Embedder, heads: &Heads, rx: &Mutex<Receiver<Job>>, max_batch: usize, window: Duration) {
+fn worker(
+    mut embedder: Embedder,
+    heads: &Heads,
+    rx: &Mutex<Receiver<Job>>,
+    max_batch: usize,
+    window: Duration,
+) {
     while let Some(jobs) = collect(rx, max_batch, window) {
         let mut texts = Vec::new();
         let mut replies = Vec::new();

@@ -110,7 +110,10 @@ fn content_text(content: Option<&serde_json::Value>) -> String {
         Some(serde_json::Value::Array(parts)) => {
             let mut out = String::new();
             for part in parts {
-                let is_text = part.get("type").and_then(|t| t.as_str()).is_none_or(|t| t == "text");
+                let is_text = part
+                    .get("type")
+                    .and_then(|t| t.as_str())
+                    .is_none_or(|t| t == "text");
                 if let (true, Some(text)) = (is_text, part.get("text").and_then(|t| t.as_str())) {
                     push_line(&mut out, text.trim());
                 }
@@ -232,7 +235,10 @@ mod tests {
     fn anthropic_system_blocks_and_messages() {
         let system = json!([{"type": "text", "text": "Be precise."}]);
         let msgs = json!([{"role": "user", "content": [{"type": "text", "text": "Sum 2 and 3"}]}]);
-        assert_eq!(from_anthropic(Some(&system), &msgs).unwrap().as_str(), "Be precise.\nSum 2 and 3");
+        assert_eq!(
+            from_anthropic(Some(&system), &msgs).unwrap().as_str(),
+            "Be precise.\nSum 2 and 3"
+        );
         assert_eq!(from_anthropic(None, &msgs).unwrap().as_str(), "Sum 2 and 3");
     }
 
@@ -251,12 +257,23 @@ mod tests {
 
     #[test]
     fn char_bound_keeps_head_and_tail() {
-        let s = format!("{}{}{}", "h".repeat(HEAD_CHARS), "m".repeat(5000), "t".repeat(TAIL_CHARS));
+        let s = format!(
+            "{}{}{}",
+            "h".repeat(HEAD_CHARS),
+            "m".repeat(5000),
+            "t".repeat(TAIL_CHARS)
+        );
         let b = bound_chars(&s);
-        assert_eq!(b, format!("{}{ELLIPSIS}{}", "h".repeat(HEAD_CHARS), "t".repeat(TAIL_CHARS)));
+        assert_eq!(
+            b,
+            format!("{}{ELLIPSIS}{}", "h".repeat(HEAD_CHARS), "t".repeat(TAIL_CHARS))
+        );
         // Multi-byte characters are never split.
         let u = "é".repeat(HEAD_CHARS + TAIL_CHARS + 1);
-        assert_eq!(bound_chars(&u).chars().count(), HEAD_CHARS + TAIL_CHARS + ELLIPSIS.chars().count());
+        assert_eq!(
+            bound_chars(&u).chars().count(),
+            HEAD_CHARS + TAIL_CHARS + ELLIPSIS.chars().count()
+        );
     }
 
     #[test]

@@ -44,8 +44,18 @@ pub struct Row {
 impl Row {
     /// Share of reference models that answered the item correctly (the IRT-style easiness of the item).
     pub fn easiness(&self) -> Option<f64> {
-        let scores: Vec<f64> = self.all_model_scores.as_ref()?.values().flatten().copied().collect();
-        if scores.is_empty() { None } else { Some(scores.iter().sum::<f64>() / scores.len() as f64) }
+        let scores: Vec<f64> = self
+            .all_model_scores
+            .as_ref()?
+            .values()
+            .flatten()
+            .copied()
+            .collect();
+        if scores.is_empty() {
+            None
+        } else {
+            Some(scores.iter().sum::<f64>() / scores.len() as f64)
+        }
     }
 
     /// Strong minus weak score, judge scores (1–10) mapped to 0–1.
@@ -121,11 +131,18 @@ impl EmbeddingCache {
             for chunk in bytes.chunks_exact(record) {
                 let mut key = [0u8; 32];
                 key.copy_from_slice(&chunk[..32]);
-                let v = chunk[32..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                let v = chunk[32..]
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
                 map.insert(key, v);
             }
         }
-        Ok(Self { path, map, dirty: false })
+        Ok(Self {
+            path,
+            map,
+            dirty: false,
+        })
     }
 
     fn key(text: &str) -> [u8; 32] {
@@ -136,7 +153,10 @@ impl EmbeddingCache {
     pub fn embed_all(&mut self, embedder: &mut Embedder, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
         let missing: Vec<&String> = {
             let mut seen = std::collections::HashSet::new();
-            texts.iter().filter(|t| !self.map.contains_key(&Self::key(t)) && seen.insert(Self::key(t))).collect()
+            texts
+                .iter()
+                .filter(|t| !self.map.contains_key(&Self::key(t)) && seen.insert(Self::key(t)))
+                .collect()
         };
         let total = missing.len();
         for (i, chunk) in missing.chunks(64).enumerate() {
@@ -153,12 +173,19 @@ impl EmbeddingCache {
         }
         texts
             .iter()
-            .map(|t| self.map.get(&Self::key(t)).cloned().ok_or_else(|| anyhow::anyhow!("embedding missing")))
+            .map(|t| {
+                self.map
+                    .get(&Self::key(t))
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("embedding missing"))
+            })
             .collect()
     }
 
     pub fn save(&self) -> anyhow::Result<()> {
-        let (Some(path), true) = (self.path.as_ref(), self.dirty) else { return Ok(()) };
+        let (Some(path), true) = (self.path.as_ref(), self.dirty) else {
+            return Ok(());
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -184,7 +211,9 @@ pub fn row_text(row: &Row) -> String {
 /// Deterministic fold of an id: the seed and the sha256 of the id, so folds do not depend on file order.
 fn fold_of(id: &str, seed: u64, folds: usize) -> usize {
     let digest = Sha256::digest(format!("{seed}:{id}").as_bytes());
-    let n = u64::from_le_bytes([digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7]]);
+    let n = u64::from_le_bytes([
+        digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+    ]);
     (n % folds as u64) as usize
 }
 
@@ -201,7 +230,11 @@ pub fn fit_softmax(x: &[&[f32]], y: &[usize], classes: usize, l2: f32, iters: us
         let mut gw = vec![vec![0.0f32; d]; classes];
         let mut gb = vec![0.0f32; classes];
         for (xi, &yi) in x.iter().zip(y) {
-            let logits: Vec<f32> = w.iter().zip(&b).map(|(wc, bc)| super::heads::dot(wc, xi) + bc).collect();
+            let logits: Vec<f32> = w
+                .iter()
+                .zip(&b)
+                .map(|(wc, bc)| super::heads::dot(wc, xi) + bc)
+                .collect();
             let p = softmax(&logits);
             for c in 0..classes {
                 let g = p[c] - if c == yi { 1.0 } else { 0.0 };
@@ -237,7 +270,9 @@ pub fn fit_ridge(x: &[Vec<f32>], y: &[f64], alpha: f64) -> anyhow::Result<Linear
     let n = x.len();
     let d = x.first().map_or(0, Vec::len);
     anyhow::ensure!(n > 0 && y.len() == n, "ridge: no rows or label count mismatch");
-    let mean_x: Vec<f64> = (0..d).map(|j| x.iter().map(|r| f64::from(r[j])).sum::<f64>() / n as f64).collect();
+    let mean_x: Vec<f64> = (0..d)
+        .map(|j| x.iter().map(|r| f64::from(r[j])).sum::<f64>() / n as f64)
+        .collect();
     let mean_y = y.iter().sum::<f64>() / n as f64;
     let mut a = vec![0.0f64; d * d];
     let mut rhs = vec![0.0f64; d];
@@ -264,7 +299,10 @@ pub fn fit_ridge(x: &[Vec<f32>], y: &[f64], alpha: f64) -> anyhow::Result<Linear
     }
     let w = cholesky_solve(&mut a, &rhs, d)?;
     let bias = mean_y - w.iter().zip(&mean_x).map(|(wj, mj)| wj * mj).sum::<f64>();
-    Ok(Linear { weights: w.iter().map(|v| *v as f32).collect(), bias: bias as f32 })
+    Ok(Linear {
+        weights: w.iter().map(|v| *v as f32).collect(),
+        bias: bias as f32,
+    })
 }
 
 fn cholesky_solve(a: &mut [f64], b: &[f64], d: usize) -> anyhow::Result<Vec<f64>> {
@@ -342,10 +380,18 @@ pub fn task_label(row: &Row) -> Option<TaskType> {
             return Some(task);
         }
     }
-    if row.labels.iter().any(|l| EXTRACTION_CLUSTERS.contains(&l.as_str())) {
+    if row
+        .labels
+        .iter()
+        .any(|l| EXTRACTION_CLUSTERS.contains(&l.as_str()))
+    {
         return Some(TaskType::Extraction);
     }
-    if row.labels.iter().any(|l| CONVERSATION_CLUSTERS.contains(&l.as_str())) {
+    if row
+        .labels
+        .iter()
+        .any(|l| CONVERSATION_CLUSTERS.contains(&l.as_str()))
+    {
         return Some(TaskType::Conversation);
     }
     None
@@ -375,8 +421,18 @@ fn fit_subjects(
     subjects: &[String],
     cfg: &TrainConfig,
 ) -> (Softmax, Vec<f32>) {
-    let index: BTreeMap<&str, usize> = subjects.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
-    let label = |i: usize| gold.rows[i].category.as_deref().and_then(|c| index.get(c).copied()).unwrap_or(0);
+    let index: BTreeMap<&str, usize> = subjects
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    let label = |i: usize| {
+        gold.rows[i]
+            .category
+            .as_deref()
+            .and_then(|c| index.get(c).copied())
+            .unwrap_or(0)
+    };
     let x: Vec<&[f32]> = idx.iter().map(|&i| gold.vectors[i].as_slice()).collect();
     let y: Vec<usize> = idx.iter().map(|&i| label(i)).collect();
     let softmax = fit_softmax(&x, &y, subjects.len(), cfg.softmax_l2, cfg.softmax_iters);
@@ -389,8 +445,8 @@ fn fit_subjects(
         count[label(i)] += 1.0;
     }
     // Shrink each subject's mean towards the global mean: subjects have ~18-50 rows, so raw means are noisy.
-    let shrunk =
-        (0..subjects.len()).map(|k| ((sum[k] + cfg.subject_shrink * global) / (count[k] + cfg.subject_shrink)) as f32);
+    let shrunk = (0..subjects.len())
+        .map(|k| ((sum[k] + cfg.subject_shrink * global) / (count[k] + cfg.subject_shrink)) as f32);
     (softmax, shrunk.collect())
 }
 
@@ -407,11 +463,19 @@ pub fn train(
     cfg: &TrainConfig,
     provenance: BTreeMap<String, String>,
 ) -> anyhow::Result<Heads> {
-    let labelled: Vec<usize> = (0..gold.rows.len()).filter(|&i| gold.rows[i].gain().is_some()).collect();
-    anyhow::ensure!(labelled.len() >= 50, "need at least 50 outcome rows, found {}", labelled.len());
+    let labelled: Vec<usize> = (0..gold.rows.len())
+        .filter(|&i| gold.rows[i].gain().is_some())
+        .collect();
+    anyhow::ensure!(
+        labelled.len() >= 50,
+        "need at least 50 outcome rows, found {}",
+        labelled.len()
+    );
     let subjects: Vec<String> = {
-        let set: std::collections::BTreeSet<String> =
-            labelled.iter().map(|&i| gold.rows[i].category.clone().unwrap_or_default()).collect();
+        let set: std::collections::BTreeSet<String> = labelled
+            .iter()
+            .map(|&i| gold.rows[i].category.clone().unwrap_or_default())
+            .collect();
         set.into_iter().collect()
     };
 
@@ -438,13 +502,26 @@ pub fn train(
                 .zip(&e.vectors)
                 .filter_map(|(r, v)| r.easiness().map(|y| (v.clone(), y)))
                 .unzip();
-            if xs.len() >= 50 { fit_ridge(&xs, &ys, cfg.irt_alpha)? } else { Linear { weights: vec![0.0; DIM], bias: 0.5 } }
+            if xs.len() >= 50 {
+                fit_ridge(&xs, &ys, cfg.irt_alpha)?
+            } else {
+                Linear {
+                    weights: vec![0.0; DIM],
+                    bias: 0.5,
+                }
+            }
         }
-        None => Linear { weights: vec![0.0; DIM], bias: 0.5 },
+        None => Linear {
+            weights: vec![0.0; DIM],
+            bias: 0.5,
+        },
     };
     let irt_values: Vec<f32> = labelled.iter().map(|&i| irt.apply(&gold.vectors[i])).collect();
     let irt_mean = irt_values.iter().sum::<f32>() / irt_values.len() as f32;
-    let irt_scale = (irt_values.iter().map(|v| (v - irt_mean) * (v - irt_mean)).sum::<f32>()
+    let irt_scale = (irt_values
+        .iter()
+        .map(|v| (v - irt_mean) * (v - irt_mean))
+        .sum::<f32>()
         / irt_values.len() as f32)
         .sqrt()
         .max(1e-6);
@@ -453,8 +530,9 @@ pub fn train(
     // inference and the ridge would lean on it too much.
     let mut oof_prior = vec![0.0f32; gold.rows.len()];
     for fold in 0..cfg.folds {
-        let (train_idx, test_idx): (Vec<usize>, Vec<usize>) =
-            labelled.iter().partition(|&&i| fold_of(&gold.rows[i].id, cfg.seed, cfg.folds) != fold);
+        let (train_idx, test_idx): (Vec<usize>, Vec<usize>) = labelled
+            .iter()
+            .partition(|&&i| fold_of(&gold.rows[i].id, cfg.seed, cfg.folds) != fold);
         eprintln!("topic prior fold {}/{}", fold + 1, cfg.folds);
         let (s, g) = fit_subjects(gold, &train_idx, &subjects, cfg);
         for i in test_idx {
@@ -475,7 +553,10 @@ pub fn train(
             r
         })
         .collect();
-    let y: Vec<f64> = labelled.iter().map(|&i| gold.rows[i].gain().unwrap_or(0.0)).collect();
+    let y: Vec<f64> = labelled
+        .iter()
+        .map(|&i| gold.rows[i].gain().unwrap_or(0.0))
+        .collect();
     eprintln!("gain ridge");
     let gain = fit_ridge(&x, &y, cfg.ridge_alpha)?;
 
@@ -483,13 +564,21 @@ pub fn train(
     eprintln!("chat gate");
     let mut gx: Vec<&[f32]> = tasks.vectors.iter().map(Vec::as_slice).collect();
     let mut gy: Vec<usize> = vec![1; gx.len()];
-    for v in gold.vectors.iter().chain(exam.map(|e| e.vectors.iter()).into_iter().flatten()) {
+    for v in gold
+        .vectors
+        .iter()
+        .chain(exam.map(|e| e.vectors.iter()).into_iter().flatten())
+    {
         gx.push(v);
         gy.push(0);
     }
     let gate = fit_softmax(&gx, &gy, 2, cfg.softmax_l2, cfg.softmax_iters);
     let chat = Linear {
-        weights: gate.weights[1].iter().zip(&gate.weights[0]).map(|(a, b)| a - b).collect(),
+        weights: gate.weights[1]
+            .iter()
+            .zip(&gate.weights[0])
+            .map(|(a, b)| a - b)
+            .collect(),
         bias: gate.bias[1] - gate.bias[0],
     };
 
@@ -507,10 +596,18 @@ pub fn train(
         })
         .collect();
     let hx: Vec<&[f32]> = hx_owned.iter().map(Vec::as_slice).collect();
-    let hy: Vec<usize> = tasks.rows.iter().map(|r| usize::from(r.source.starts_with("arena"))).collect();
+    let hy: Vec<usize> = tasks
+        .rows
+        .iter()
+        .map(|r| usize::from(r.source.starts_with("arena")))
+        .collect();
     let hard_gate = fit_softmax(&hx, &hy, 2, cfg.softmax_l2, cfg.softmax_iters);
     let hard = Linear {
-        weights: hard_gate.weights[1].iter().zip(&hard_gate.weights[0]).map(|(a, b)| a - b).collect(),
+        weights: hard_gate.weights[1]
+            .iter()
+            .zip(&hard_gate.weights[0])
+            .map(|(a, b)| a - b)
+            .collect(),
         bias: hard_gate.bias[1] - hard_gate.bias[0],
     };
 
@@ -529,7 +626,11 @@ pub fn train(
         let is_math = gold.rows[i].source.contains("gsm8k");
         if is_math || k % 6 == 0 {
             tx.push(&gold.vectors[i]);
-            ty.push(if is_math { TaskType::Math.index() } else { TaskType::Qa.index() });
+            ty.push(if is_math {
+                TaskType::Math.index()
+            } else {
+                TaskType::Qa.index()
+            });
         }
     }
     let task = fit_softmax(&tx, &ty, TaskType::ALL.len(), cfg.softmax_l2, cfg.softmax_iters);
@@ -573,7 +674,9 @@ pub fn train(
     let sd = (raws.iter().map(|r| (r - m) * (r - m)).sum::<f32>() / raws.len().max(1) as f32).sqrt();
     heads.center = median;
     heads.scale = sd.max(1e-3);
-    heads.validate().map_err(|e| anyhow::anyhow!("trained heads are invalid: {e}"))?;
+    heads
+        .validate()
+        .map_err(|e| anyhow::anyhow!("trained heads are invalid: {e}"))?;
     debug_assert!(sigmoid(0.0) == 0.5);
     Ok(heads)
 }
@@ -584,10 +687,18 @@ mod tests {
 
     #[test]
     fn ridge_recovers_a_linear_function() {
-        let x: Vec<Vec<f32>> = (0..50).map(|i| vec![i as f32 / 10.0, ((i * 7) % 5) as f32]).collect();
-        let y: Vec<f64> = x.iter().map(|r| 2.0 * f64::from(r[0]) - f64::from(r[1]) + 0.5).collect();
+        let x: Vec<Vec<f32>> = (0..50)
+            .map(|i| vec![i as f32 / 10.0, ((i * 7) % 5) as f32])
+            .collect();
+        let y: Vec<f64> = x
+            .iter()
+            .map(|r| 2.0 * f64::from(r[0]) - f64::from(r[1]) + 0.5)
+            .collect();
         let m = fit_ridge(&x, &y, 1e-6).unwrap();
-        assert!((m.weights[0] - 2.0).abs() < 1e-3 && (m.weights[1] + 1.0).abs() < 1e-3, "{m:?}");
+        assert!(
+            (m.weights[0] - 2.0).abs() < 1e-3 && (m.weights[1] + 1.0).abs() < 1e-3,
+            "{m:?}"
+        );
         assert!((m.bias - 0.5).abs() < 1e-3);
     }
 
@@ -623,9 +734,15 @@ mod tests {
             all_model_scores: None,
             labels: labels.iter().map(|s| (*s).to_owned()).collect(),
         };
-        assert_eq!(task_label(&row(&["info-seek", "reasoning"])), Some(TaskType::Reasoning));
+        assert_eq!(
+            task_label(&row(&["info-seek", "reasoning"])),
+            Some(TaskType::Reasoning)
+        );
         assert_eq!(task_label(&row(&["coding", "info-seek"])), Some(TaskType::Code));
-        assert_eq!(task_label(&row(&["Lojban Language Translation"])), Some(TaskType::Extraction));
+        assert_eq!(
+            task_label(&row(&["Lojban Language Translation"])),
+            Some(TaskType::Extraction)
+        );
         assert_eq!(task_label(&row(&["Web Development & APIs"])), None);
     }
 }
