@@ -239,3 +239,66 @@ pub enum ClassifyError {
 /// The fix for a missing file, shown in every [`ClassifyError::ModelMissing`] and [`ClassifyError::Runtime`].
 pub const SETUP_HINT: &str = "run scripts/setup-models.sh (or point classifier.model_dir / classifier.ort_library \
                               at copies of the files; SWITCHYARD_DATA_DIR moves the default location)";
+
+/// Cosine similarity of two L2-normalised embeddings (their dot product).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    heads::dot(a, b)
+}
+
+/// The admin-defined route whose example utterances come closest to `embedding` (best single example, the
+/// semantic-router rule), with that similarity, if it reaches `threshold`. `routes` pairs a route name with the
+/// embeddings of its examples (from [`Classifier::embed`], once per policy load).
+pub fn nearest_route<'a>(
+    embedding: &[f32],
+    routes: &'a [(String, Vec<Vec<f32>>)],
+    threshold: f32,
+) -> Option<(&'a str, f32)> {
+    routes
+        .iter()
+        .filter_map(|(name, examples)| {
+            examples
+                .iter()
+                .map(|e| cosine(embedding, e))
+                .max_by(f32::total_cmp)
+                .map(|s| (name.as_str(), s))
+        })
+        .filter(|(_, s)| *s >= threshold)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_route_takes_the_best_example_above_threshold() {
+        let routes = vec![
+            ("sql".to_owned(), vec![vec![1.0, 0.0], vec![0.6, 0.8]]),
+            ("poems".to_owned(), vec![vec![0.0, 1.0]]),
+        ];
+        let (name, score) = nearest_route(&[0.8, 0.6], &routes, 0.5).unwrap();
+        assert_eq!(name, "sql");
+        assert!((score - 0.96).abs() < 1e-5);
+        assert_eq!(
+            nearest_route(&[0.0, 1.0], &routes, 0.5).map(|r| r.0),
+            Some("poems")
+        );
+        assert_eq!(nearest_route(&[0.0, -1.0], &routes, 0.5), None);
+        assert_eq!(nearest_route(&[1.0, 0.0], &[], 0.0), None);
+    }
+
+    #[test]
+    fn task_types_round_trip_as_snake_case() {
+        for (i, t) in TaskType::ALL.iter().enumerate() {
+            assert_eq!(t.index(), i);
+            assert_eq!(serde_json::to_string(t).unwrap(), format!("\"{}\"", t.as_str()));
+        }
+    }
+
+    #[test]
+    fn settings_defaults_and_unknown_fields() {
+        let s: ClassifierSettings = serde_json::from_str("{}").unwrap();
+        assert!(s.enabled && s.max_tokens == 256 && s.queue_bound > 0);
+        assert!(serde_json::from_str::<ClassifierSettings>(r#"{"bogus": 1}"#).is_err());
+    }
+}
