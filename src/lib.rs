@@ -4,7 +4,7 @@
 //!
 //! - [`auth`]: API key → [`auth::Principal`] (user, team, key), cached.
 //! - [`policy`]: the team's rules, hot-reloaded from `policies/*.yaml`.
-//! - `classify`: difficulty and task type from a local embedding model.
+//! - [`classify`]: difficulty and task type from a local embedding model.
 //! - [`route`]: the cheapest model that meets the policy for this query (pure); [`local`] tracks which local
 //!   models are loaded.
 //! - [`budget`]: reserve the request's maximum cost before calling upstream.
@@ -21,6 +21,7 @@
 pub mod api;
 pub mod auth;
 pub mod budget;
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod cost;
