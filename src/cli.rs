@@ -49,6 +49,12 @@ pub enum Command {
     Route(crate::policy::commands::RouteArgs),
     /// Replay a request log through a team's policy: projected spend, model mix, changed models.
     Replay(crate::policy::commands::ReplayArgs),
+    /// Score prompts: JSONL on stdin (`id` + `prompt` or `messages`) → JSONL with difficulty and task.
+    Score(crate::classify::commands::ScoreArgs),
+    /// Measure the router on outcome data: APGR, CPT(50%), CPT(80%), saved@95, curve as CSV and SVG.
+    Eval(crate::classify::commands::EvalArgs),
+    /// Rebuild the classifier's heads from outcome data, with a fixed seed.
+    Train(crate::classify::commands::TrainArgs),
 }
 
 #[derive(Subcommand)]
@@ -158,7 +164,11 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Route(args) => {
             init_logging(None);
             let config = load_config(&cli.config)?;
-            if !crate::policy::commands::route(&config, &args, None)? {
+            let classifier = dry_run_classifier(&config);
+            let signals = classifier
+                .as_ref()
+                .map(|c| c as &dyn crate::policy::commands::SignalSource);
+            if !crate::policy::commands::route(&config, &args, signals)? {
                 std::process::exit(1);
             }
             Ok(())
@@ -166,7 +176,11 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => {
             init_logging(None);
             let config = load_config(&cli.config)?;
-            crate::policy::commands::replay(&config, &args, None)?;
+            let classifier = dry_run_classifier(&config);
+            let signals = classifier
+                .as_ref()
+                .map(|c| c as &dyn crate::policy::commands::SignalSource);
+            crate::policy::commands::replay(&config, &args, signals)?;
             Ok(())
         }
         Command::Keys(cmd) => {
@@ -174,11 +188,29 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             let store = open_store(&cli.config).await?;
             keys(&store, cmd).await
         }
+        Command::Score(args) => crate::classify::commands::score(&args),
+        Command::Eval(args) => crate::classify::commands::eval(&args),
+        Command::Train(args) => crate::classify::commands::train(&args),
         Command::Spend(args) => {
             init_logging(None);
             let store = open_store(&cli.config).await?;
             print!("{}", crate::ledger::report::run(&store, &args).await?);
             Ok(())
+        }
+    }
+}
+
+/// The classifier for `route` and `replay`, when the config enables it and its files are there; the dry runs
+/// say which difficulty source they used.
+fn dry_run_classifier(config: &Config) -> Option<crate::classify::Classifier> {
+    if !config.classifier.enabled {
+        return None;
+    }
+    match crate::classify::Classifier::load(&config.classifier) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("warning: classifier unavailable ({e}); using the heuristic difficulty");
+            None
         }
     }
 }

@@ -208,8 +208,13 @@ async fn run(
         // Only policies with data rules match patterns against the text; others skip the copy.
         facts.text = Some(Arc::from(route::request_text(&request)));
     }
-    // Classification arrives with the classifier module; until then routed requests use the fallback floor.
-    let signal = None;
+    let classification = if policy.wants_routing(&requested) {
+        classify(&state, call.endpoint, &request).await
+    } else {
+        None
+    };
+    let signal_value = classification.as_ref().map(crate::classify::bridge::signal_of);
+    let signal = signal_value.as_ref();
     let conversation = if policy.stickiness.enabled {
         route::sticky::conversation_of(&call.headers, &request)
     } else {
@@ -350,6 +355,67 @@ async fn run(
         }
     }
     Err(Error::internal("no upstream target was tried"))
+}
+
+/// How long a request waits for its classification before routing without it. The classifier answers in a few
+/// milliseconds; past this it is overloaded, and a slower answer would cost more than the routing saves.
+const CLASSIFY_DEADLINE: Duration = Duration::from_millis(100);
+
+/// Classifies the text that decides (the last user turn, with context). Never fails the request: any problem is
+/// logged, counted as a fallback, and routing proceeds without a signal.
+async fn classify(
+    state: &AppState,
+    endpoint: Endpoint,
+    request: &Map<String, Value>,
+) -> Option<crate::classify::Classification> {
+    use crate::classify::text;
+    use crate::metrics::ClassifierOutcome;
+    let classifier = state.classifier.as_ref()?;
+    let started = Instant::now();
+    let text = match endpoint {
+        Endpoint::ChatCompletions => {
+            text::from_chat_messages(request.get("messages").unwrap_or(&Value::Null))
+        }
+        Endpoint::Messages => text::from_anthropic(
+            request.get("system"),
+            request.get("messages").unwrap_or(&Value::Null),
+        ),
+        Endpoint::Completions => match request.get("prompt") {
+            Some(Value::String(p)) => Ok(text::from_prompt(p)),
+            Some(Value::Array(parts)) => {
+                let joined: Vec<&str> = parts.iter().filter_map(Value::as_str).collect();
+                Ok(text::from_prompt(&joined.join("\n")))
+            }
+            _ => Err(crate::classify::ClassifyError::NoText("no prompt".to_owned())),
+        },
+        Endpoint::Embeddings => return None,
+    };
+    let result = match text {
+        Ok(text) => match tokio::time::timeout(CLASSIFY_DEADLINE, classifier.classify(&text)).await {
+            Ok(r) => r,
+            Err(_) => Err(crate::classify::ClassifyError::Overloaded),
+        },
+        Err(e) => Err(e),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(c) => {
+            let outcome = if c.cached {
+                ClassifierOutcome::Cached
+            } else {
+                ClassifierOutcome::Computed
+            };
+            state.metrics.observe_classifier(seconds, outcome);
+            Some(c)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "classification unavailable; using the policy's default route");
+            state
+                .metrics
+                .observe_classifier(seconds, ClassifierOutcome::Fallback);
+            None
+        }
+    }
 }
 
 /// Whether a target can serve this endpoint: `/v1/messages` speaks only to Anthropic deployments.

@@ -41,6 +41,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     })?;
     let upstream = Upstream::new(config.deployments.values()).context("cannot build the upstream client")?;
     let metrics = Metrics::new().context("cannot register metrics")?;
+    let classifier = load_classifier(&config.classifier).await;
+    let embedder = classifier.as_ref().map(|c| c as &dyn crate::policy::Embedder);
     for d in config.deployments.values().filter(|d| d.missing_credentials()) {
         tracing::warn!(
             deployment = %d.name,
@@ -51,7 +53,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     Ok(AppState {
         catalogue: config.catalogue.clone(),
         auth: Authenticator::new(store.clone()),
-        policies: crate::policy::reload::load_initial(&config.policies_dir, &config.catalogue, None)?,
+        policies: crate::policy::reload::load_initial(&config.policies_dir, &config.catalogue, embedder)?,
+        classifier,
         local: LocalModels::default(),
         sticky: StickyStore::default(),
         upstream,
@@ -68,6 +71,32 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         draining: Arc::new(AtomicBool::new(false)),
         config: Arc::new(config),
     })
+}
+
+/// Loads the classifier off the async workers. A failure is logged with its fix and the proxy runs without it:
+/// routed requests then use each policy's default for unclassified requests, and say so in `x-switchyard-route`.
+async fn load_classifier(
+    settings: &crate::classify::ClassifierSettings,
+) -> Option<crate::classify::Classifier> {
+    if !settings.enabled {
+        tracing::info!("classifier disabled in the config");
+        return None;
+    }
+    let settings = settings.clone();
+    match tokio::task::spawn_blocking(move || crate::classify::Classifier::load(&settings)).await {
+        Ok(Ok(classifier)) => {
+            tracing::info!("classifier loaded");
+            Some(classifier)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "classifier unavailable; routing falls back to policy defaults");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "classifier loading panicked; routing falls back to policy defaults");
+            None
+        }
+    }
 }
 
 fn tls_acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
@@ -117,7 +146,10 @@ pub async fn serve(
             state.config.policies_dir.clone(),
             state.catalogue.clone(),
             state.policies.clone(),
-            None,
+            state
+                .classifier
+                .clone()
+                .map(|c| Arc::new(c) as Arc<dyn crate::policy::Embedder>),
             Some(state.metrics.clone()),
             background.clone(),
         ) {

@@ -23,6 +23,9 @@ pub struct AppState {
     pub store: Store,
     pub auth: Authenticator,
     pub policies: Policies,
+    /// The difficulty and task classifier; `None` when disabled or its files are missing (routing then uses each
+    /// policy's default for unclassified requests).
+    pub classifier: Option<crate::classify::Classifier>,
     /// Which local models are loaded (fed by the probes and by observed first tokens).
     pub local: LocalModels,
     /// Conversation → model, for policies with stickiness.

@@ -10,6 +10,7 @@
 //!
 //! Inference runs on dedicated threads, never on the async workers: one embedding costs milliseconds of CPU.
 
+pub mod bridge;
 pub mod commands;
 pub mod embed;
 pub mod eval;

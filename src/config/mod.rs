@@ -261,7 +261,7 @@ pub struct Config {
     pub policies_dir: PathBuf,
     pub deployments: BTreeMap<String, Arc<Deployment>>,
     pub catalogue: Arc<Catalogue>,
-    pub classifier: serde_yaml_ng::Value,
+    pub classifier: crate::classify::ClassifierSettings,
     pub ledger: LedgerSettings,
     pub log: LogSettings,
 }
@@ -466,6 +466,20 @@ fn validate(raw: RawConfig, base: &Path, env: &dyn Env) -> Result<Config, Vec<Co
         issues.push("ledger.queue_capacity", "must be at least ledger.max_batch");
     }
 
+    let classifier_value = match raw.classifier {
+        // An absent or empty section means every default.
+        serde_yaml_ng::Value::Null => serde_yaml_ng::Value::Mapping(serde_yaml_ng::Mapping::new()),
+        other => other,
+    };
+    let classifier = match serde_yaml_ng::from_value::<crate::classify::ClassifierSettings>(classifier_value)
+    {
+        Ok(settings) => settings,
+        Err(e) => {
+            issues.push("classifier", e.to_string());
+            crate::classify::ClassifierSettings::default()
+        }
+    };
+
     if !issues.0.is_empty() {
         return Err(issues.0);
     }
@@ -481,7 +495,7 @@ fn validate(raw: RawConfig, base: &Path, env: &dyn Env) -> Result<Config, Vec<Co
         policies_dir: resolve_path(base, &raw.policies_dir),
         deployments,
         catalogue: Arc::new(Catalogue::new(models, raw.prices_as_of)),
-        classifier: raw.classifier,
+        classifier,
         ledger: LedgerSettings {
             flush_interval: raw.ledger.flush_interval,
             max_batch: raw.ledger.max_batch,

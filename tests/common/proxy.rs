@@ -54,6 +54,8 @@ pub fn config_yaml(upstream: &str) -> String {
 listen: 127.0.0.1:0
 admin_key: env:TEST_ADMIN_KEY
 policies_dir: tests/fixtures/policies
+# Most tests route without the classifier (faster start-up); tests/classified_routing.rs turns it on.
+classifier: {{ enabled: false }}
 server:
   max_body_bytes: 65536
   shutdown_grace: 10s
