@@ -156,32 +156,23 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(PolicyCommand::Check(args)) => {
             init_logging(None);
             let config = load_config(&cli.config)?;
-            if !crate::policy::commands::policy_check(&config, &args)? {
-                std::process::exit(1);
-            }
-            Ok(())
+            exit_unless(crate::policy::commands::policy_check(&config, &args)?)
         }
         Command::Route(args) => {
-            init_logging(None);
-            let config = load_config(&cli.config)?;
-            let classifier = dry_run_classifier(&config);
-            let signals = classifier
-                .as_ref()
-                .map(|c| c as &dyn crate::policy::commands::SignalSource);
-            if !crate::policy::commands::route(&config, &args, signals)? {
-                std::process::exit(1);
-            }
-            Ok(())
+            let (config, classifier) = dry_run(&cli.config)?;
+            exit_unless(crate::policy::commands::route(
+                &config,
+                &args,
+                signals(&classifier),
+            )?)
         }
         Command::Replay(args) => {
-            init_logging(None);
-            let config = load_config(&cli.config)?;
-            let classifier = dry_run_classifier(&config);
-            let signals = classifier
-                .as_ref()
-                .map(|c| c as &dyn crate::policy::commands::SignalSource);
-            crate::policy::commands::replay(&config, &args, signals)?;
-            Ok(())
+            let (config, classifier) = dry_run(&cli.config)?;
+            exit_unless(crate::policy::commands::replay(
+                &config,
+                &args,
+                signals(&classifier),
+            )?)
         }
         Command::Keys(cmd) => {
             init_logging(None);
@@ -200,19 +191,37 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The classifier for `route` and `replay`, when the config enables it and its files are there; the dry runs
-/// say which difficulty source they used.
-fn dry_run_classifier(config: &Config) -> Option<crate::classify::Classifier> {
-    if !config.classifier.enabled {
-        return None;
+/// Commands that print their own findings report failure by exit status alone.
+fn exit_unless(ok: bool) -> anyhow::Result<()> {
+    if !ok {
+        std::process::exit(1);
     }
-    match crate::classify::Classifier::load(&config.classifier) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            eprintln!("warning: classifier unavailable ({e}); using the heuristic difficulty");
-            None
-        }
-    }
+    Ok(())
+}
+
+/// The config and, when the config enables it and its files are there, the classifier for the `route` and
+/// `replay` dry runs (they say which difficulty source they used).
+fn dry_run(path: &Path) -> anyhow::Result<(Config, Option<crate::classify::Classifier>)> {
+    init_logging(None);
+    let config = load_config(path)?;
+    let classifier = if config.classifier.enabled {
+        crate::classify::Classifier::load(&config.classifier)
+            .inspect_err(|e| {
+                eprintln!("warning: classifier unavailable ({e}); using the heuristic difficulty")
+            })
+            .ok()
+    } else {
+        None
+    };
+    Ok((config, classifier))
+}
+
+fn signals(
+    classifier: &Option<crate::classify::Classifier>,
+) -> Option<&dyn crate::policy::commands::SignalSource> {
+    classifier
+        .as_ref()
+        .map(|c| c as &dyn crate::policy::commands::SignalSource)
 }
 
 async fn keys(store: &Store, cmd: KeysCommand) -> anyhow::Result<()> {
