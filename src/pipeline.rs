@@ -276,6 +276,9 @@ async fn run(
         };
         // A cold local model now counts as loading, so concurrent requests do not start another swap.
         let was_cold = state.local.before_send(&target.deployment, &target.model);
+        if was_cold {
+            state.metrics.local_model_swap(&target.model.name);
+        }
         let finisher = Finisher {
             was_cold,
             state: state.clone(),

@@ -174,6 +174,9 @@ pub async fn serve(
             background.clone(),
         ));
     }
+    state
+        .tasks
+        .spawn(publish_gauges(state.clone(), background.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A client that trickles its request head (slowloris) is cut off instead of holding a connection forever.
     builder
@@ -270,6 +273,74 @@ pub async fn serve(
     state.store.close().await;
     tracing::info!("switchyard stopped");
     Ok(())
+}
+
+/// How often the state gauges (ledger queue and spool, budget use) are refreshed; Prometheus scrapes are coarser.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keeps the gauges that describe state rather than events current: ledger queue depth, spool size and oldest
+/// spooled row, and each team's budget use (the largest ratio of its team-wide limits, from the shared counters).
+async fn publish_gauges(state: AppState, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(GAUGE_INTERVAL);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        state.metrics.set_ledger_queue_depth(state.ledger.queued());
+        let dir = state.ledger.spool().dir().to_owned();
+        if let Ok((bytes, oldest)) = tokio::task::spawn_blocking(move || spool_size(&dir)).await {
+            state.metrics.set_spool(bytes, oldest);
+        }
+        let policies = state.policies.snapshot();
+        for (team, policy) in &policies.teams {
+            let principal = crate::auth::Principal {
+                key_id: String::new(),
+                key_prefix: String::new(),
+                user: String::new(),
+                team: team.clone(),
+            };
+            let mut worst: Option<f64> = None;
+            for spec in crate::budget::specs_of(policy) {
+                if spec.scope != crate::budget::BudgetScope::Team || spec.limit.is_zero() {
+                    continue;
+                }
+                if let Ok((spent, _leased)) = state.budgets.shared_state(&spec, &principal).await {
+                    let ratio =
+                        rust_decimal::prelude::ToPrimitive::to_f64(&(spent / spec.limit)).unwrap_or(0.0);
+                    worst = Some(worst.map_or(ratio, |w: f64| w.max(ratio)));
+                }
+            }
+            if let Some(ratio) = worst {
+                state.metrics.set_budget_used_ratio(team, ratio);
+            }
+        }
+    }
+}
+
+/// Bytes in the spool folder and the age in seconds of its oldest file (0 when empty).
+fn spool_size(dir: &std::path::Path) -> (u64, f64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0.0);
+    };
+    let mut bytes = 0;
+    let mut oldest: Option<std::time::SystemTime> = None;
+    for meta in entries
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(std::fs::Metadata::is_file)
+    {
+        bytes += meta.len();
+        if meta.len() > 0
+            && let Ok(modified) = meta.modified()
+        {
+            oldest = Some(oldest.map_or(modified, |o| o.min(modified)));
+        }
+    }
+    let age = oldest
+        .and_then(|t| t.elapsed().ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    (bytes, age)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -51,6 +51,7 @@ on_both_stores!(
     azure_deployments_use_api_version_and_api_key,
     missing_usage_is_counted_locally_and_flagged,
     exhausted_budget_downgrades_when_the_policy_says_so,
+    state_gauges_report_budget_use_and_ledger_health,
     health_and_admin_endpoints,
 );
 
@@ -759,5 +760,51 @@ async fn exhausted_budget_downgrades_when_the_policy_says_so(db: Db) {
         "{}",
         r.text()
     );
+    p.stop().await;
+}
+
+async fn state_gauges_report_budget_use_and_ledger_health(db: Db) {
+    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("engineering.yaml"),
+        "budgets:\n  limits:\n    - { scope: team, period: monthly, limit: \"0.001\", mode: soft }\n",
+    )
+    .unwrap();
+    let yaml = common::proxy::config_yaml(&upstream.url()).replace(
+        "policies_dir: tests/fixtures/policies",
+        &format!("policies_dir: {}", dir.path().display()),
+    );
+    let p = TestProxy::start_with(&yaml, db).await;
+    let body =
+        json!({"model": "big", "messages": [{"role": "user", "content": "spend a little money here"}]});
+    assert_eq!(p.post("/v1/chat/completions", &body).await.status, StatusCode::OK);
+    p.state.budgets.sync_now().await;
+    // The gauges are refreshed every few seconds in the background.
+    let deadline = std::time::Instant::now() + Duration::from_secs(12);
+    loop {
+        let metrics = p.state.metrics.render();
+        let ratio = metrics
+            .lines()
+            .find(|l| l.starts_with("switchyard_budget_used_ratio{team=\"engineering\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        let queue = metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_ledger_queue_depth "));
+        if let Some(ratio) = ratio
+            && ratio > 0.0
+            && queue
+        {
+            // 5 input words at $2.50/M + 8 output at $10/M = $0.0000925 of a $0.001 budget.
+            assert!((ratio - 0.0925).abs() < 1e-6, "{ratio}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gauges not published:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     p.stop().await;
 }
