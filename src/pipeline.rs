@@ -221,6 +221,7 @@ async fn run(
         None
     };
     let conditions = route::Conditions {
+        unhealthy: state.upstream.unhealthy(),
         local: state.local.snapshot(),
         sticky_model: conversation
             .as_deref()
@@ -307,6 +308,7 @@ async fn run(
                     state.metrics.observe_upstream_error(provider, kind.as_str());
                 }
                 let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+                state.upstream.record(&target.deployment.name, !retryable);
                 if !(retryable && attempt + 1 < targets.len()) {
                     return respond(finisher, response, sent, client_wants_usage, facts.stream).await;
                 }
@@ -321,6 +323,7 @@ async fn run(
                     "upstream call failed"
                 );
                 state.metrics.observe_upstream_error(provider, e.kind());
+                state.upstream.record(&target.deployment.name, false);
                 match e {
                     crate::upstream::UpstreamError::Timeout { .. } => Error::upstream_timeout(format!(
                         "The upstream provider for `{}` did not answer in time.",

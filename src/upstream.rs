@@ -49,6 +49,27 @@ impl UpstreamError {
 #[derive(Clone)]
 pub struct Upstream {
     clients: Arc<HashMap<String, HttpsClient>>,
+    health: Arc<Health>,
+}
+
+/// Consecutive failures that open a deployment's circuit.
+const OPEN_AFTER: u32 = 5;
+/// How long an open circuit keeps routing away from a deployment before it is tried again.
+const OPEN_FOR: Duration = Duration::from_secs(30);
+
+/// Passive health: a deployment that fails [`OPEN_AFTER`] times in a row (connection errors, timeouts, 5xx,
+/// 429) is reported unhealthy for [`OPEN_FOR`], so routing prefers its fallbacks; the first call after that is a
+/// probe, and one success closes the circuit again. A std mutex is right here: it guards a few integers and is
+/// never held across an `.await`.
+#[derive(Default)]
+struct Health {
+    deployments: std::sync::Mutex<HashMap<String, Circuit>>,
+}
+
+#[derive(Default)]
+struct Circuit {
+    failures: u32,
+    open_until: Option<std::time::Instant>,
 }
 
 fn build_client(deployment: &Deployment) -> Result<HttpsClient, std::io::Error> {
@@ -83,7 +104,47 @@ impl Upstream {
         }
         Ok(Upstream {
             clients: Arc::new(clients),
+            health: Arc::default(),
         })
+    }
+
+    /// Records the outcome of a call for the deployment's circuit.
+    pub fn record(&self, deployment: &str, healthy: bool) {
+        let mut map = self
+            .health
+            .deployments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let circuit = map.entry(deployment.to_owned()).or_default();
+        if healthy {
+            *circuit = Circuit::default();
+            return;
+        }
+        circuit.failures = circuit.failures.saturating_add(1);
+        if circuit.failures >= OPEN_AFTER {
+            if circuit.open_until.is_none_or(|t| t <= std::time::Instant::now()) {
+                tracing::warn!(
+                    deployment,
+                    failures = circuit.failures,
+                    "deployment marked unhealthy"
+                );
+            }
+            circuit.open_until = Some(std::time::Instant::now() + OPEN_FOR);
+        }
+    }
+
+    /// Deployments whose circuit is open now.
+    pub fn unhealthy(&self) -> std::collections::BTreeSet<String> {
+        let now = std::time::Instant::now();
+        let map = self
+            .health
+            .deployments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter()
+            .filter(|(_, c)| c.open_until.is_some_and(|t| t > now))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Sends a request and waits for the response head, at most the deployment's first-byte timeout.
@@ -134,4 +195,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn circuit_opens_after_consecutive_failures_and_closes_on_success() {
+        let upstream = Upstream {
+            clients: Arc::default(),
+            health: Arc::default(),
+        };
+        for _ in 0..OPEN_AFTER - 1 {
+            upstream.record("a", false);
+        }
+        assert!(upstream.unhealthy().is_empty(), "not yet");
+        upstream.record("a", true);
+        for _ in 0..OPEN_AFTER - 1 {
+            upstream.record("a", false);
+        }
+        assert!(upstream.unhealthy().is_empty(), "a success resets the count");
+        upstream.record("a", false);
+        assert!(upstream.unhealthy().contains("a"));
+        upstream.record("a", true);
+        assert!(upstream.unhealthy().is_empty());
+    }
 }

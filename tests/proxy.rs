@@ -596,6 +596,27 @@ async fn fallback_deployment_serves_when_the_first_is_down(db: Db) {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(upstream.counters().requests, 1);
+    // After five failures in a row the dead deployment's circuit opens: later requests skip it.
+    for _ in 0..7 {
+        let r = p
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": "fallback", "messages": [{"role": "user", "content": "x"}]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let metrics = p.state.metrics.render();
+    let connect_errors = metrics
+        .lines()
+        .find(|l| l.starts_with("switchyard_upstream_errors_total") && l.contains("kind=\"connect\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert_eq!(
+        connect_errors, "5",
+        "the dead deployment was tried until its circuit opened, then skipped"
+    );
+    assert!(p.state.upstream.unhealthy().contains("dead"));
     // A 5xx on a single-deployment model is not retried elsewhere.
     upstream.push_behavior(Behavior::error(503));
     let r = p
