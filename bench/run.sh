@@ -15,8 +15,12 @@ cp -r "$shared/bench" "$work/"
 chmod -R u+w "$work"
 trap 'kill "${pid:-}" 2>/dev/null || true' EXIT
 
-cargo build --release --locked --manifest-path "$root/Cargo.toml"
-bin="$root/target/release/switchyard"
+# SWITCHYARD_BIN=path skips the build (e.g. to measure an already built binary).
+bin="${SWITCHYARD_BIN:-}"
+if [ -z "$bin" ]; then
+  cargo build --release --locked --manifest-path "$root/Cargo.toml"
+  bin="$root/target/release/switchyard"
+fi
 export SWITCHYARD_CONFIG="$root/bench/switchyard-bench.yaml"
 export DATABASE_URL="sqlite://$work/bench.sqlite?mode=rwc"
 export BENCH_UPSTREAM_KEY=sk-bench
