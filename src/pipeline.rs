@@ -363,10 +363,6 @@ async fn run(
     Err(Error::internal("no upstream target was tried"))
 }
 
-/// How long a request waits for its classification before routing without it. The classifier answers in a few
-/// milliseconds; past this it is overloaded, and a slower answer would cost more than the routing saves.
-const CLASSIFY_DEADLINE: Duration = Duration::from_millis(100);
-
 /// Classifies the text that decides (the last user turn, with context). Never fails the request: any problem is
 /// logged, counted as a fallback, and routing proceeds without a signal.
 async fn classify(
@@ -377,6 +373,8 @@ async fn classify(
     use crate::classify::text;
     use crate::metrics::ClassifierOutcome;
     let classifier = state.classifier.as_ref()?;
+    // Past the deadline the classifier is overloaded, and a slower answer would cost more than routing saves.
+    let deadline = Duration::from_millis(state.config.classifier.deadline_ms);
     let started = Instant::now();
     let text = match endpoint {
         Endpoint::ChatCompletions => {
@@ -397,7 +395,7 @@ async fn classify(
         Endpoint::Embeddings => return None,
     };
     let result = match text {
-        Ok(text) => match tokio::time::timeout(CLASSIFY_DEADLINE, classifier.classify(&text)).await {
+        Ok(text) => match tokio::time::timeout(deadline, classifier.classify(&text)).await {
             Ok(r) => r,
             Err(_) => Err(crate::classify::ClassifyError::Overloaded),
         },

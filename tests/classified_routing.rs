@@ -29,8 +29,11 @@ fn classifier_files_present() {
 async fn auto_requests_are_classified_and_routed_by_difficulty() {
     classifier_files_present();
     let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
-    let yaml = config_yaml(&upstream.url())
-        .replace("classifier: { enabled: false }", "classifier: { enabled: true }");
+    let yaml = config_yaml(&upstream.url()).replace(
+        "classifier: { enabled: false }",
+        // A generous deadline: this test is about what the classifier says, not about a loaded CI machine.
+        "classifier: { enabled: true, deadline_ms: 5000 }",
+    );
     let p = TestProxy::start_with(&yaml, Db::Sqlite).await;
     assert!(p.state.classifier.is_some(), "the classifier loaded");
 

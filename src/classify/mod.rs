@@ -66,6 +66,10 @@ pub struct ClassifierSettings {
     /// Requests waiting for a worker before new ones are refused with [`ClassifyError::Overloaded`].
     #[serde(default = "defaults::queue_bound")]
     pub queue_bound: usize,
+    /// How long a request waits for its classification, in milliseconds, before it is routed without one (and
+    /// says so). A classification takes a few milliseconds; past this the classifier is overloaded.
+    #[serde(default = "defaults::deadline_ms")]
+    pub deadline_ms: u64,
 }
 
 mod defaults {
@@ -110,6 +114,9 @@ mod defaults {
     pub fn queue_bound() -> usize {
         256
     }
+    pub fn deadline_ms() -> u64 {
+        100
+    }
 }
 
 impl Default for ClassifierSettings {
@@ -126,6 +133,7 @@ impl Default for ClassifierSettings {
             batch_window_us: defaults::batch_window_us(),
             cache_capacity: defaults::cache_capacity(),
             queue_bound: defaults::queue_bound(),
+            deadline_ms: defaults::deadline_ms(),
         }
     }
 }
