@@ -34,8 +34,9 @@ pub struct ModelArgs {
     /// ONNX Runtime intra-op threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Texts per ONNX run.
-    #[arg(long, default_value_t = 32)]
+    /// Texts per ONNX run. 1 gives each text the vector the proxy computes (the dynamic-int8 graph's activation
+    /// scale is per run); larger batches are faster only with little length spread and change vectors slightly.
+    #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// Token budget per text.
     #[arg(long, default_value_t = 256)]

@@ -64,6 +64,8 @@ pub struct Embedder {
     measure: tokenizers::Tokenizer,
     max_tokens: usize,
     max_batch: usize,
+    /// sha256 of the graph's bytes and the token budget: what an embedding depends on besides the text.
+    fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for Embedder {
@@ -108,8 +110,16 @@ impl Embedder {
         measure
             .with_truncation(None)
             .map_err(|e| ClassifyError::Inference(format!("tokenizer setup: {e}")))?;
-        // The weights are int8 but activations are not quantised at run time, so batches of any size give the same
-        // vectors: `QuantizationMode::None` is what lets fastembed batch.
+        let fingerprint = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(&onnx);
+            h.update((settings.max_tokens as u64).to_le_bytes());
+            h.finalize().into()
+        };
+        // The default graph quantises activations dynamically (one scale per run), so a batch's vectors depend a
+        // little on its members; `embed` runs each call's batch as one ONNX run and the settings default to one
+        // text per run. `QuantizationMode::None` only tells fastembed not to split a call into runs itself.
         let model = UserDefinedEmbeddingModel::new(onnx, tokenizer_files).with_pooling(Pooling::Mean);
         let options = InitOptionsUserDefined::new()
             .with_environment(env)
@@ -127,7 +137,13 @@ impl Embedder {
             measure,
             max_tokens: settings.max_tokens,
             max_batch: settings.max_batch,
+            fingerprint,
         })
+    }
+
+    /// Identifies the graph and token budget, so cached embeddings from another model are not reused.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
     }
 
     /// The token-level truncation rule (see [`super::text`]): the text unchanged when it fits, else its leading

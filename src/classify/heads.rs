@@ -21,7 +21,7 @@ use super::{ClassifyError, TaskType};
 /// Where the shipped weights live, relative to the repository root.
 pub const DEFAULT_WEIGHTS: &str = "models/classifier-heads.json";
 /// The embedding these heads were trained on; loading refuses weights made for another.
-pub const EMBEDDING_MODEL: &str = "all-MiniLM-L6-v2-int8";
+pub const EMBEDDING_MODEL: &str = "all-MiniLM-L6-v2-dynint8";
 /// Bumped when the file's meaning changes.
 pub const FORMAT_VERSION: u32 = 1;
 /// Width of the gain ridge's input: embedding, structure features, topic prior, item difficulty.

@@ -83,7 +83,7 @@ mod defaults {
         std::env::var_os("SWITCHYARD_DATA_DIR").map_or_else(|| PathBuf::from(".data"), PathBuf::from)
     }
     pub fn model_dir() -> PathBuf {
-        data_dir().join("models/all-MiniLM-L6-v2-int8")
+        data_dir().join("models/all-MiniLM-L6-v2-dynint8")
     }
     pub fn ort_library() -> PathBuf {
         data_dir().join("onnxruntime/1.24.4/libonnxruntime.so.1.24.4")
@@ -100,10 +100,12 @@ mod defaults {
     pub fn threads() -> usize {
         1
     }
-    /// Small on purpose: on this 2-core CPU, batches of 16 gave no more throughput than batches of 1-4 (padding
-    /// and attention cost grow with the longest member), see docs/classifier.md.
+    /// One text per ONNX run. The dynamic-int8 graph quantises activations with one scale per run, so a text's
+    /// vector would depend on what it was batched with (and on the padding); alone, it is a function of the text,
+    /// which the cache and the trained heads assume. Batching also bought no throughput on 2 cores (padding and
+    /// attention cost grow with the longest member), see docs/classifier.md.
     pub fn max_batch() -> usize {
-        4
+        1
     }
     pub fn batch_window_us() -> u64 {
         0

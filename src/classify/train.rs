@@ -113,7 +113,8 @@ impl Default for TrainConfig {
     }
 }
 
-/// Embeddings of texts already seen, keyed by the sha256 of the text, so retraining does not re-embed the data.
+/// Embeddings of texts already seen, keyed by the sha256 of the embedder's fingerprint (graph and token budget)
+/// and the text, so retraining does not re-embed the data and a new model never reuses another's vectors.
 /// File format: repeated records of 32 hash bytes then `DIM` little-endian f32.
 pub struct EmbeddingCache {
     path: Option<PathBuf>,
@@ -145,17 +146,23 @@ impl EmbeddingCache {
         })
     }
 
-    fn key(text: &str) -> [u8; 32] {
-        Sha256::digest(text.as_bytes()).into()
+    fn key(model: &[u8; 32], text: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(model);
+        h.update(text.as_bytes());
+        h.finalize().into()
     }
 
     /// Embeds every text not yet cached (in batches, with progress on stderr) and returns all, in order.
     pub fn embed_all(&mut self, embedder: &mut Embedder, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+        let model = embedder.fingerprint();
         let missing: Vec<&String> = {
             let mut seen = std::collections::HashSet::new();
             texts
                 .iter()
-                .filter(|t| !self.map.contains_key(&Self::key(t)) && seen.insert(Self::key(t)))
+                .filter(|t| {
+                    !self.map.contains_key(&Self::key(&model, t)) && seen.insert(Self::key(&model, t))
+                })
                 .collect()
         };
         let total = missing.len();
@@ -163,7 +170,7 @@ impl EmbeddingCache {
             let refs: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
             let vectors = embedder.embed(&refs)?;
             for (t, v) in chunk.iter().zip(vectors) {
-                self.map.insert(Self::key(t), v);
+                self.map.insert(Self::key(&model, t), v);
             }
             self.dirty = true;
             eprint!("\rembedding {}/{total}", (i * 64 + chunk.len()).min(total));
@@ -175,7 +182,7 @@ impl EmbeddingCache {
             .iter()
             .map(|t| {
                 self.map
-                    .get(&Self::key(t))
+                    .get(&Self::key(&model, t))
                     .cloned()
                     .ok_or_else(|| anyhow::anyhow!("embedding missing"))
             })
