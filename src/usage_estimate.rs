@@ -30,12 +30,6 @@ fn bpe_for(model: &str) -> &'static CoreBPE {
     }
 }
 
-/// Loads the tokenizer tables so the first estimate on the request path is not slow.
-pub fn warm() {
-    let _ = tiktoken_rs::o200k_base_singleton();
-    let _ = tiktoken_rs::cl100k_base_singleton();
-}
-
 /// Tokens in a plain text for `model`.
 pub fn count_text(model: &str, text: &str) -> u64 {
     if text.is_empty() {
