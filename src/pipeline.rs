@@ -273,7 +273,9 @@ async fn run(
             ProviderKind::OpenAi => {
                 openai::build_request(&target.deployment, call.endpoint.openai_path(), upstream_body)?
             }
-            ProviderKind::Anthropic => anthropic_request(&target.deployment, &call.headers, upstream_body)?,
+            ProviderKind::Anthropic => {
+                anthropic::build_request(&target.deployment, &call.headers, upstream_body)?
+            }
         };
         // A cold local model now counts as loading, so concurrent requests do not start another swap.
         let was_cold = state.local.before_send(&target.deployment, &target.model);
@@ -513,46 +515,6 @@ fn upstream_body(
     bytes
         .map(Bytes::from)
         .map_err(|e| Error::internal(format!("cannot serialise request: {e}")))
-}
-
-/// Client headers forwarded to Anthropic (feature flags the client opted into).
-const ANTHROPIC_PASSTHROUGH: [&str; 1] = ["anthropic-beta"];
-
-fn anthropic_request(
-    deployment: &crate::config::Deployment,
-    client_headers: &HeaderMap,
-    body: Bytes,
-) -> Result<http::Request<http_body_util::Full<Bytes>>, Error> {
-    let mut builder = http::Request::builder()
-        .method(http::Method::POST)
-        .uri(format!("{}/messages", deployment.base_url))
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("anthropic-version", deployment.anthropic_version.as_str())
-        .header(
-            header::USER_AGENT,
-            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
-        );
-    if let Some(key) = &deployment.api_key {
-        let mut value = HeaderValue::try_from(key.expose()).map_err(|_| {
-            Error::internal(format!("deployment {} has a malformed API key", deployment.name))
-        })?;
-        value.set_sensitive(true);
-        builder = builder.header("x-api-key", value);
-    }
-    for name in ANTHROPIC_PASSTHROUGH {
-        if let Some(v) = client_headers.get(name) {
-            builder = builder.header(name, v);
-        }
-    }
-    for (name, value) in &deployment.headers {
-        builder = builder.header(name, value);
-    }
-    builder.body(http_body_util::Full::new(body)).map_err(|_| {
-        Error::internal(format!(
-            "cannot build the request to deployment {}",
-            deployment.name
-        ))
-    })
 }
 
 /// What of the routing decision the ledger and the response headers need.

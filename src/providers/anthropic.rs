@@ -221,3 +221,30 @@ pub(crate) fn unix_now() -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+/// Client headers forwarded to Anthropic (feature flags the client opted into).
+const PASSTHROUGH_HEADERS: [&str; 1] = ["anthropic-beta"];
+
+/// Builds the Messages API request for an Anthropic deployment (`base_url` ends in `/v1`).
+pub fn build_request(
+    deployment: &crate::config::Deployment,
+    client_headers: &http::HeaderMap,
+    body: bytes::Bytes,
+) -> Result<http::Request<http_body_util::Full<bytes::Bytes>>, crate::error::Error> {
+    let credential = deployment
+        .api_key
+        .as_ref()
+        .map(|key| ("x-api-key", key.expose().to_owned()));
+    let mut builder = super::post_builder(
+        deployment,
+        format!("{}/messages", deployment.base_url),
+        credential,
+    )?
+    .header("anthropic-version", deployment.anthropic_version.as_str());
+    for name in PASSTHROUGH_HEADERS {
+        if let Some(v) = client_headers.get(name) {
+            builder = builder.header(name, v);
+        }
+    }
+    super::with_body(builder, deployment, body)
+}

@@ -7,6 +7,49 @@
 pub mod anthropic;
 pub mod openai;
 
+/// A POST to `uri` carrying what every provider request carries: JSON content type, Switchyard's user agent, the
+/// deployment's credential header (marked sensitive, so it never reaches a debug print) and its configured extra
+/// headers. Callers add their provider's own headers, then [`with_body`].
+pub(crate) fn post_builder(
+    deployment: &crate::config::Deployment,
+    uri: String,
+    credential: Option<(&'static str, String)>,
+) -> Result<http::request::Builder, crate::error::Error> {
+    let mut builder = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(uri)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(
+            http::header::USER_AGENT,
+            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
+        );
+    if let Some((name, value)) = credential {
+        let mut value = http::HeaderValue::try_from(value).map_err(|_| {
+            crate::error::Error::internal(format!("deployment {} has a malformed API key", deployment.name))
+        })?;
+        value.set_sensitive(true);
+        builder = builder.header(name, value);
+    }
+    for (name, value) in &deployment.headers {
+        builder = builder.header(name, value);
+    }
+    Ok(builder)
+}
+
+/// Finishes a request started by [`post_builder`].
+pub(crate) fn with_body(
+    builder: http::request::Builder,
+    deployment: &crate::config::Deployment,
+    body: bytes::Bytes,
+) -> Result<http::Request<http_body_util::Full<bytes::Bytes>>, crate::error::Error> {
+    builder.body(http_body_util::Full::new(body)).map_err(|_| {
+        crate::error::Error::internal(format!(
+            "cannot build the request to deployment {}",
+            deployment.name
+        ))
+    })
+}
+
 use serde_json::{Value, json};
 
 /// Why a translation failed, recording who is at fault (see `STYLE.md`, Errors).

@@ -3,7 +3,7 @@
 //! Switchyard does not know reach the upstream untouched; only `model` and, for streams, `stream_options` change.
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, header};
+use http::{Request, header};
 use http_body_util::Full;
 use serde_json::{Map, Value};
 
@@ -31,36 +31,16 @@ pub fn build_request(
         uri.push_str("?api-version=");
         uri.push_str(version);
     }
-    let mut builder = Request::builder()
-        .method(Method::POST)
-        .uri(uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::ACCEPT, "application/json, text/event-stream")
-        .header(
-            header::USER_AGENT,
-            concat!("switchyard/", env!("CARGO_PKG_VERSION")),
-        );
-    if let Some(key) = &deployment.api_key {
-        let (name, value) = if deployment.azure_api_version.is_some() {
+    let credential = deployment.api_key.as_ref().map(|key| {
+        if deployment.azure_api_version.is_some() {
             ("api-key", key.expose().to_owned())
         } else {
             ("authorization", format!("Bearer {}", key.expose()))
-        };
-        let mut value = HeaderValue::try_from(value).map_err(|_| {
-            Error::internal(format!("deployment {} has a malformed API key", deployment.name))
-        })?;
-        value.set_sensitive(true);
-        builder = builder.header(name, value);
-    }
-    for (name, value) in &deployment.headers {
-        builder = builder.header(name, value);
-    }
-    builder.body(Full::new(body)).map_err(|_| {
-        Error::internal(format!(
-            "cannot build the request to deployment {}",
-            deployment.name
-        ))
-    })
+        }
+    });
+    let builder = super::post_builder(deployment, uri, credential)?
+        .header(header::ACCEPT, "application/json, text/event-stream");
+    super::with_body(builder, deployment, body)
 }
 
 #[cfg(test)]
