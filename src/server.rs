@@ -50,6 +50,12 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             "API key variable is not set; requests routed to this deployment will fail"
         );
     }
+    if !config.ledger.enabled {
+        tracing::warn!(
+            "the ledger is off (ledger.enabled: false): no spend rows are written, so spend reports and savings \
+             stay empty; budgets are still enforced"
+        );
+    }
     Ok(AppState {
         catalogue: config.catalogue.clone(),
         auth: Authenticator::new(store.clone()),
@@ -288,9 +294,13 @@ async fn publish_gauges(state: AppState, stop: tokio_util::sync::CancellationTok
             _ = tick.tick() => {}
         }
         state.metrics.set_ledger_queue_depth(state.ledger.queued());
-        let dir = state.ledger.spool().dir().to_owned();
-        if let Ok((bytes, oldest)) = tokio::task::spawn_blocking(move || spool_size(&dir)).await {
-            state.metrics.set_spool(bytes, oldest);
+        if let Some(spool) = state.ledger.spool() {
+            let dir = spool.dir().to_owned();
+            if let Ok((bytes, oldest)) =
+                tokio::task::spawn_blocking(move || crate::ledger::spool::disk_usage(&dir)).await
+            {
+                state.metrics.set_spool(bytes, oldest);
+            }
         }
         let policies = state.policies.snapshot();
         for (team, policy) in &policies.teams {
@@ -316,31 +326,6 @@ async fn publish_gauges(state: AppState, stop: tokio_util::sync::CancellationTok
             }
         }
     }
-}
-
-/// Bytes in the spool folder and the age in seconds of its oldest file (0 when empty).
-fn spool_size(dir: &std::path::Path) -> (u64, f64) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (0, 0.0);
-    };
-    let mut bytes = 0;
-    let mut oldest: Option<std::time::SystemTime> = None;
-    for meta in entries
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(std::fs::Metadata::is_file)
-    {
-        bytes += meta.len();
-        if meta.len() > 0
-            && let Ok(modified) = meta.modified()
-        {
-            oldest = Some(oldest.map_or(modified, |o| o.min(modified)));
-        }
-    }
-    let age = oldest
-        .and_then(|t| t.elapsed().ok())
-        .map_or(0.0, |d| d.as_secs_f64());
-    (bytes, age)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -50,6 +50,7 @@ async fn the_same_row_twice_is_stored_once(store: Store) {
     ledger.record(e.clone());
     ledger.record(e.clone());
     ledger.drain().await;
+    drop(ledger);
     // And once more from a later batch, as a replay would.
     let ledger = Ledger::start(store.clone(), &settings(dir.path(), 20)).unwrap();
     ledger.record(e.clone());
@@ -92,12 +93,10 @@ async fn postgres_spool_replays_exactly_once_after_restart() {
     assert_eq!(stats.spooled, 1500, "{stats:?}");
     assert_eq!(stats.written, 0);
     assert_eq!(ledger_totals(&store).await.0, 0);
+    drop(ledger);
 
     // Duplicate the first segment under a later number: its rows will be replayed twice.
-    let mut segments: Vec<_> = std::fs::read_dir(spool.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut segments = spool_segments(spool.path());
     segments.sort();
     assert!(!segments.is_empty());
     std::fs::copy(&segments[0], spool.path().join("ledger-0000000000009999.jsonl")).unwrap();
@@ -117,10 +116,38 @@ async fn postgres_spool_replays_exactly_once_after_restart() {
     let stats = ledger.stats();
     assert!(stats.duplicates > 0, "{stats:?}");
     assert_eq!(
-        std::fs::read_dir(spool.path()).unwrap().count(),
-        0,
+        spool_segments(spool.path()),
+        Vec::<std::path::PathBuf>::new(),
         "replayed segments are deleted"
     );
+}
+
+fn spool_segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("ledger-"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_spool_folder_serves_one_process_at_a_time() {
+    use switchyard::ledger::spool::Spool;
+    let dir = tempfile::tempdir().unwrap();
+    let first = Spool::open(dir.path()).unwrap();
+    let Err(refused) = Spool::open(dir.path()) else {
+        panic!("a second spool on the same folder was opened");
+    };
+    assert_eq!(refused.kind(), std::io::ErrorKind::ResourceBusy);
+    let message = refused.to_string();
+    assert!(
+        message.contains(&format!("process {}", std::process::id())),
+        "{message}"
+    );
+    assert!(message.contains("ledger.spool_dir"), "{message}");
+    // Released when the first one closes.
+    drop(first);
+    Spool::open(dir.path()).unwrap();
 }
 
 #[tokio::test]

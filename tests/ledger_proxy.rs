@@ -178,3 +178,33 @@ async fn sqlite_every_request_is_charged_once() {
 async fn postgres_every_request_is_charged_once() {
     every_request_is_charged_once(Db::Postgres).await;
 }
+
+/// `ledger.enabled: false` (the benchmark's baseline): requests are served and counted, no row is written and
+/// no spool folder is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_ledger_off_requests_are_served_and_nothing_is_written() {
+    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
+    let yaml = format!(
+        "{}ledger: {{ enabled: false }}\n",
+        common::proxy::config_yaml(&upstream.url())
+    );
+    let mut p = TestProxy::start_with(&yaml, Db::Sqlite).await;
+    let body = json!({"model": "small", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..3 {
+        let r = p.post("/v1/chat/completions", &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let stream = json!({"model": "small", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = p.post("/v1/chat/completions", &stream).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
+
+    assert!(!p.state.ledger.is_enabled());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(p.state.ledger.stats().recorded, 4);
+    assert_eq!(p.state.ledger.stats().written, 0);
+    assert!(rows(&p.state.store).await.is_empty());
+    assert!(p.state.ledger.spool().is_none());
+    let server = p.begin_shutdown();
+    server.await.unwrap().unwrap();
+}

@@ -230,6 +230,8 @@ pub struct TlsFiles {
 
 #[derive(Debug, Clone)]
 pub struct LedgerSettings {
+    /// When false no rows are written; see `RawLedger::enabled`.
+    pub enabled: bool,
     pub flush_interval: Duration,
     pub max_batch: usize,
     pub queue_capacity: usize,
@@ -497,6 +499,7 @@ fn validate(raw: RawConfig, base: &Path, env: &dyn Env) -> Result<Config, Vec<Co
         catalogue: Arc::new(Catalogue::new(models, raw.prices_as_of)),
         classifier,
         ledger: LedgerSettings {
+            enabled: raw.ledger.enabled,
             flush_interval: raw.ledger.flush_interval,
             max_batch: raw.ledger.max_batch,
             queue_capacity: raw.ledger.queue_capacity,

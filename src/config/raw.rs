@@ -208,6 +208,10 @@ pub struct RawPrice {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLedger {
+    /// `false` writes no spend rows at all (budgets are still enforced through their own counters); for
+    /// benchmarks and deployments that keep spend elsewhere.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
     /// Longest a finished request's row waits before it is written.
     #[serde(default = "default_flush_interval", with = "humantime_serde")]
     pub flush_interval: Duration,
@@ -223,12 +227,17 @@ pub struct RawLedger {
 impl Default for RawLedger {
     fn default() -> Self {
         RawLedger {
+            enabled: true,
             flush_interval: default_flush_interval(),
             max_batch: default_max_batch(),
             queue_capacity: default_queue_capacity(),
             spool_dir: None,
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_flush_interval() -> Duration {

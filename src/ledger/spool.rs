@@ -24,6 +24,10 @@ use super::Row;
 
 const PREFIX: &str = "ledger-";
 const SUFFIX: &str = ".jsonl";
+/// Held locked by the process that owns the folder.
+const LOCK_FILE: &str = ".lock";
+/// How long opening waits for a lock that is held.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most messages written between two fsyncs; bounds the latency of the first one in a burst.
 const MAX_GROUP: usize = 4096;
 
@@ -57,8 +61,13 @@ pub struct Segment {
 impl Spool {
     /// Opens (creating) the spool folder and starts its thread. Segments left by an earlier run are kept and
     /// marked for replay.
+    ///
+    /// The folder is locked (an exclusive `flock` on `LOCK_FILE`, released by the kernel when the process ends,
+    /// `kill -9` included) for as long as the spool thread runs. Two replicas sharing one spool would replay and
+    /// delete each other's segments while they are still being written; the second one is refused instead.
     pub fn open(dir: &Path) -> io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
+        let lock = lock_folder(dir)?;
         let existing = segments(dir)?;
         let next_seq = existing
             .iter()
@@ -68,6 +77,7 @@ impl Spool {
         let dirty = Arc::new(AtomicBool::new(!existing.is_empty()));
         let (tx, rx) = mpsc::channel();
         let state = Thread {
+            _lock: lock,
             dir: dir.to_owned(),
             active: None,
             next_seq,
@@ -152,6 +162,73 @@ impl Spool {
     }
 }
 
+/// Takes the folder's exclusive lock and writes this process's id into the lock file for an operator.
+fn lock_folder(dir: &Path) -> io::Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    // A spool closed moments ago in this process releases the lock when its thread has finished; wait that out.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let locked = loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other,
+        }
+    };
+    match locked {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            let holder = if holder.is_empty() {
+                "another process"
+            } else {
+                holder
+            };
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                format!(
+                    "the ledger spool folder {} is in use by {holder}; give each Switchyard replica its own \
+                     `ledger.spool_dir` (or `data_dir`)",
+                    dir.display()
+                ),
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    file.set_len(0)?;
+    write!(file, "process {}", std::process::id())?;
+    Ok(file)
+}
+
+/// Bytes in the folder's segments and the age in seconds of the oldest non-empty one (for the spool gauges).
+pub fn disk_usage(dir: &Path) -> (u64, f64) {
+    let mut bytes = 0;
+    let mut oldest: Option<std::time::SystemTime> = None;
+    for meta in segments(dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+    {
+        bytes += meta.len();
+        if meta.len() > 0
+            && let Ok(modified) = meta.modified()
+        {
+            oldest = Some(oldest.map_or(modified, |o| o.min(modified)));
+        }
+    }
+    let age = oldest
+        .and_then(|t| t.elapsed().ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    (bytes, age)
+}
+
 fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the spool thread has stopped")
 }
@@ -207,6 +284,8 @@ fn read_segment(path: PathBuf) -> io::Result<Segment> {
 }
 
 struct Thread {
+    /// Holds the folder's lock until the thread ends.
+    _lock: File,
     dir: PathBuf,
     active: Option<BufWriter<File>>,
     next_seq: u64,

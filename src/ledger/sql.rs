@@ -45,29 +45,11 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-async fn insert_pg(pool: &PgPool, rows: &[Row], known: &mut KnownPartitions) -> Result<u64, sqlx::Error> {
-    for row in rows {
-        let month = (row.time.year(), row.time.month());
-        if !known.contains(&month) {
-            sqlx::query("SELECT switchyard_ledger_partition($1)")
-                .bind(row.time)
-                .execute(pool)
-                .await?;
-            known.insert(month);
-        }
-    }
-    // One statement per batch whatever its size: the columns travel as arrays and UNNEST turns them back into
-    // rows. The statement text never changes, so it is prepared once per connection. The second CTE feeds the
-    // rollup from RETURNING, i.e. only from rows this statement really inserted; sorting the groups makes
-    // concurrent writers (several replicas) lock rollup rows in the same order, so they cannot deadlock.
-    let n = rows.len();
-    macro_rules! col {
-        ($f:expr) => {
-            rows.iter().map($f).collect::<Vec<_>>()
-        };
-    }
-    let result = sqlx::query(
-        r#"
+/// The Postgres batch insert, with or without `ON CONFLICT DO NOTHING` (see [`insert_pg`]).
+macro_rules! pg_insert {
+    ($on_conflict:literal) => {
+        concat!(
+            r#"
 WITH ins AS (
     INSERT INTO ledger (request_id, time, user_name, team, key_id, requested_model, routed_model, provider,
         deployment, endpoint, input_tokens, output_tokens, cached_input_tokens, cache_write_input_tokens,
@@ -77,8 +59,9 @@ WITH ins AS (
         $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::bigint[],
         $14::bigint[], $15::bigint[], $16::boolean[], $17::numeric[], $18::numeric[], $19::numeric[],
         $20::numeric[], $21::numeric[], $22::boolean[], $23::real[], $24::text[], $25::text[], $26::integer[],
-        $27::integer[], $28::text[], $29::integer[])
-    ON CONFLICT (request_id, time) DO NOTHING
+        $27::integer[], $28::text[], $29::integer[])"#,
+            $on_conflict,
+            r#"
     RETURNING time, team, user_name, key_id, routed_model, local, estimated, input_tokens, output_tokens,
         cached_input_tokens, cost, baseline_cost
 ), roll AS (
@@ -101,39 +84,82 @@ WITH ins AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM roll) AS rolled
-"#,
-    )
-    .bind(col!(|r| r.request_id.as_str()))
-    .bind(col!(|r| r.time))
-    .bind(col!(|r| r.user.as_str()))
-    .bind(col!(|r| r.team.as_str()))
-    .bind(col!(|r| r.key_id.as_str()))
-    .bind(col!(|r| r.requested_model.as_str()))
-    .bind(col!(|r| r.routed_model.as_str()))
-    .bind(col!(|r| r.provider.as_str()))
-    .bind(col!(|r| r.deployment.as_str()))
-    .bind(col!(|r| r.endpoint.as_str()))
-    .bind(col!(|r| to_i64(r.input_tokens)))
-    .bind(col!(|r| to_i64(r.output_tokens)))
-    .bind(col!(|r| to_i64(r.cached_input_tokens)))
-    .bind(col!(|r| to_i64(r.cache_write_input_tokens)))
-    .bind(col!(|r| to_i64(r.reasoning_tokens)))
-    .bind(col!(|r| r.estimated))
-    .bind(col!(|r| r.price_input))
-    .bind(col!(|r| r.price_output))
-    .bind(col!(|r| r.price_cached_input))
-    .bind(col!(|r| r.cost))
-    .bind(col!(|r| r.baseline_cost))
-    .bind(col!(|r| r.local))
-    .bind(col!(|r| r.difficulty))
-    .bind(col!(|r| r.task.as_deref()))
-    .bind(col!(|r| r.route_reason.as_str()))
-    .bind(col!(|r| i32::try_from(r.latency_ms).unwrap_or(i32::MAX)))
-    .bind(col!(|r| r.ttft_ms.map(|t| i32::try_from(t).unwrap_or(i32::MAX))))
-    .bind(col!(|r| r.status.as_str()))
-    .bind(col!(|r| i32::from(r.http_status)))
-    .fetch_one(pool)
-    .await?;
+"#
+        )
+    };
+}
+
+/// A batch of rows never stored before: the common case, without the cost of speculative insertion.
+const PG_INSERT_NEW: &str = pg_insert!("");
+/// A batch that may repeat stored rows (a replay after an insert that committed but was not acknowledged).
+const PG_INSERT_DEDUP: &str = pg_insert!("\n    ON CONFLICT (request_id, time) DO NOTHING");
+
+async fn insert_pg(pool: &PgPool, rows: &[Row], known: &mut KnownPartitions) -> Result<u64, sqlx::Error> {
+    for row in rows {
+        let month = (row.time.year(), row.time.month());
+        if !known.contains(&month) {
+            sqlx::query("SELECT switchyard_ledger_partition($1)")
+                .bind(row.time)
+                .execute(pool)
+                .await?;
+            known.insert(month);
+        }
+    }
+    // One statement per batch whatever its size: the columns travel as arrays and UNNEST turns them back into
+    // rows. The statement text never changes, so it is prepared once per connection. The second CTE feeds the
+    // rollup from RETURNING, i.e. only from rows this statement really inserted; sorting the groups makes
+    // concurrent writers (several replicas) lock rollup rows in the same order, so they cannot deadlock.
+    //
+    // Most batches are new rows, and `ON CONFLICT` on a partitioned table roughly doubles Postgres's CPU per row
+    // (speculative insertion), so the plain insert goes first. A duplicate makes the whole statement fail with a
+    // unique violation and insert nothing; the batch is then written again skipping the rows already stored.
+    match insert_pg_with(pool, rows, PG_INSERT_NEW).await {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            insert_pg_with(pool, rows, PG_INSERT_DEDUP).await
+        }
+        other => other,
+    }
+}
+
+async fn insert_pg_with(pool: &PgPool, rows: &[Row], sql: &'static str) -> Result<u64, sqlx::Error> {
+    let n = rows.len();
+    macro_rules! col {
+        ($f:expr) => {
+            rows.iter().map($f).collect::<Vec<_>>()
+        };
+    }
+    let result = sqlx::query(sql)
+        .bind(col!(|r| r.request_id.as_str()))
+        .bind(col!(|r| r.time))
+        .bind(col!(|r| r.user.as_str()))
+        .bind(col!(|r| r.team.as_str()))
+        .bind(col!(|r| r.key_id.as_str()))
+        .bind(col!(|r| r.requested_model.as_str()))
+        .bind(col!(|r| r.routed_model.as_str()))
+        .bind(col!(|r| r.provider.as_str()))
+        .bind(col!(|r| r.deployment.as_str()))
+        .bind(col!(|r| r.endpoint.as_str()))
+        .bind(col!(|r| to_i64(r.input_tokens)))
+        .bind(col!(|r| to_i64(r.output_tokens)))
+        .bind(col!(|r| to_i64(r.cached_input_tokens)))
+        .bind(col!(|r| to_i64(r.cache_write_input_tokens)))
+        .bind(col!(|r| to_i64(r.reasoning_tokens)))
+        .bind(col!(|r| r.estimated))
+        .bind(col!(|r| r.price_input))
+        .bind(col!(|r| r.price_output))
+        .bind(col!(|r| r.price_cached_input))
+        .bind(col!(|r| r.cost))
+        .bind(col!(|r| r.baseline_cost))
+        .bind(col!(|r| r.local))
+        .bind(col!(|r| r.difficulty))
+        .bind(col!(|r| r.task.as_deref()))
+        .bind(col!(|r| r.route_reason.as_str()))
+        .bind(col!(|r| i32::try_from(r.latency_ms).unwrap_or(i32::MAX)))
+        .bind(col!(|r| r.ttft_ms.map(|t| i32::try_from(t).unwrap_or(i32::MAX))))
+        .bind(col!(|r| r.status.as_str()))
+        .bind(col!(|r| i32::from(r.http_status)))
+        .fetch_one(pool)
+        .await?;
     let inserted: i64 = result.try_get("inserted")?;
     debug_assert!(inserted as usize <= n);
     Ok(inserted.max(0) as u64)
@@ -199,7 +225,9 @@ async fn insert_sqlite(pool: &SqlitePool, rows: &[Row]) -> Result<u64, sqlx::Err
         });
         // RETURNING lists only rows really inserted, not the ignored duplicates.
         qb.push(" RETURNING request_id, time");
-        let returned = qb.build().fetch_all(&mut *tx).await?;
+        // Not kept in the connection's statement cache: each batch size is a different statement, and a cached
+        // prepared 500-row insert holds about half a megabyte; caching them grew the process by hundreds of MB.
+        let returned = qb.build().persistent(false).fetch_all(&mut *tx).await?;
         for r in returned {
             inserted.insert((r.try_get("request_id")?, r.try_get("time")?));
         }

@@ -44,7 +44,9 @@ pub struct LedgerStats {
 /// Handle to the ledger; cheap to clone. See the module docs of [`crate::ledger`] for the guarantees.
 #[derive(Clone)]
 pub struct Ledger {
-    inner: Arc<Inner>,
+    counters: SharedCounters,
+    /// `None` when the ledger is turned off (`ledger.enabled: false`): rows are counted and dropped.
+    inner: Option<Arc<Inner>>,
 }
 
 struct Inner {
@@ -52,7 +54,6 @@ struct Inner {
     /// Taken by [`Ledger::drain`], so draining twice is harmless.
     receiver_closer: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     spool: Spool,
-    counters: SharedCounters,
     tracker: TaskTracker,
     db_up: Arc<AtomicBool>,
 }
@@ -60,11 +61,18 @@ struct Inner {
 impl Ledger {
     /// Opens the spool and starts the writer task. Rows spooled by an earlier run are replayed as soon as the
     /// database answers.
+    /// With `settings.enabled` false nothing is started and [`Ledger::record`] only counts.
     pub fn start(store: Store, settings: &LedgerSettings) -> std::io::Result<Ledger> {
+        let counters: SharedCounters = Arc::new(Counters::default());
+        if !settings.enabled {
+            return Ok(Ledger {
+                counters,
+                inner: None,
+            });
+        }
         let spool = Spool::open(&settings.spool_dir)?;
         let (queue, rx) = mpsc::channel(settings.queue_capacity.max(1));
         let (close_tx, close_rx) = tokio::sync::oneshot::channel();
-        let counters: SharedCounters = Arc::new(Counters::default());
         let tracker = TaskTracker::new();
         let db_up = Arc::new(AtomicBool::new(true));
         let writer = Writer {
@@ -80,29 +88,32 @@ impl Ledger {
         tracker.spawn(writer.run(rx, close_rx));
         tracker.close();
         Ok(Ledger {
-            inner: Arc::new(Inner {
+            counters,
+            inner: Some(Arc::new(Inner {
                 queue,
                 receiver_closer: Mutex::new(Some(close_tx)),
                 spool,
-                counters,
                 tracker,
                 db_up,
-            }),
+            })),
         })
     }
 
     /// Records a finished request. Never blocks and never waits for I/O: the row joins the in-memory queue, or,
     /// when the queue is full (the database is slow) or closed (shutting down), goes to the spool.
     pub fn record(&self, entry: LedgerEntry) {
-        Counters::add(&self.inner.counters.recorded, 1);
+        Counters::add(&self.counters.recorded, 1);
+        let Some(inner) = &self.inner else {
+            return;
+        };
         let row = Row::from(entry);
-        if let Err(e) = self.inner.queue.try_send(row) {
+        if let Err(e) = inner.queue.try_send(row) {
             let row = match e {
                 mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
             };
-            Counters::add(&self.inner.counters.spooled, 1);
-            if let Err(rows) = self.inner.spool.append_nowait(vec![row]) {
-                Counters::add(&self.inner.counters.lost, rows.len());
+            Counters::add(&self.counters.spooled, 1);
+            if let Err(rows) = inner.spool.append_nowait(vec![row]) {
+                Counters::add(&self.counters.lost, rows.len());
                 tracing::error!(request_id = %rows.first().map_or("", |r| r.request_id.as_str()),
                     "ledger row lost: queue full and spool stopped");
             }
@@ -113,14 +124,22 @@ impl Ledger {
     /// spool when the database is unreachable) and waits until that is done and fsync'd. Rows recorded after
     /// this go straight to the spool and are replayed by the next start.
     pub async fn drain(&self) {
-        if let Some(close) = self.inner.receiver_closer.lock().await.take() {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if let Some(close) = inner.receiver_closer.lock().await.take() {
             let _ = close.send(());
         }
-        self.inner.tracker.wait().await;
+        inner.tracker.wait().await;
+    }
+
+    /// Whether rows are written at all (`ledger.enabled`).
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
     }
 
     pub fn stats(&self) -> LedgerStats {
-        let c = &self.inner.counters;
+        let c = &self.counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         LedgerStats {
             recorded: get(&c.recorded),
@@ -135,16 +154,21 @@ impl Ledger {
 
     /// Whether the last write reached the database (for `/readyz` detail and metrics; the proxy serves either way).
     pub fn database_reachable(&self) -> bool {
-        self.inner.db_up.load(Ordering::Relaxed)
+        self.inner
+            .as_ref()
+            .is_none_or(|inner| inner.db_up.load(Ordering::Relaxed))
     }
 
     /// Rows waiting in memory.
     pub fn queued(&self) -> usize {
-        self.inner.queue.max_capacity() - self.inner.queue.capacity()
+        self.inner
+            .as_ref()
+            .map_or(0, |inner| inner.queue.max_capacity() - inner.queue.capacity())
     }
 
-    pub fn spool(&self) -> &Spool {
-        &self.inner.spool
+    /// The spool, when the ledger is enabled.
+    pub fn spool(&self) -> Option<&Spool> {
+        self.inner.as_ref().map(|inner| &inner.spool)
     }
 }
 

@@ -50,6 +50,7 @@ pub async fn sqlite_store(dir: &Path) -> Store {
 
 pub fn settings(spool: &Path, flush_ms: u64) -> LedgerSettings {
     LedgerSettings {
+        enabled: true,
         flush_interval: Duration::from_millis(flush_ms),
         max_batch: 1000,
         queue_capacity: 100_000,

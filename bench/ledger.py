@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Ledger cost benchmark: a fixed request rate through Switchyard to the mock, ledger on Postgres versus off.
+
+Runs the two configurations interleaved (on, off, on, off, ...) against one Postgres, each for --duration seconds
+at --rate requests/s (open loop: oha with latency correction, so a stall shows up as latency, not as fewer
+requests). Reports per configuration the median over repeats of p50/p99, the p99 ratio on/off, ledger rows
+written per second (counted in the database), and Postgres CPU seconds per 1,000 rows (utime+stime of every
+postgres process, sampled from /proc before and after each run; the ledger-off run gives the baseline).
+
+Started by bench/ledger.sh, which builds what is needed; see bench/README.md.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds():
+    """utime + stime of every process owned by the postgres user (server, backends, background workers)."""
+    import pwd
+
+    try:
+        uid = pwd.getpwnam("postgres").pw_uid
+    except KeyError:
+        return 0.0
+    ticks = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
+            continue
+    return ticks / CLK_TCK
+
+
+def process_cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def psql(db_url, sql):
+    out = subprocess.run(["psql", db_url, "-Atc", sql], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def wait_healthy(url, proc, seconds=30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"switchyard exited with {proc.returncode}; see its log")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"switchyard did not answer {url}")
+
+
+def write_config(work, name, ledger_enabled, listen):
+    base = open(os.path.join(ROOT, "bench", "switchyard-bench.yaml")).read()
+    base = base.replace("listen: 127.0.0.1:18181", f"listen: {listen}")
+    base = base.replace("policies_dir: policies", f"policies_dir: {os.path.join(ROOT, 'bench', 'policies')}")
+    data = os.path.join(work, f"data-{name}")
+    base += f"data_dir: {data}\nledger: {{ enabled: {'true' if ledger_enabled else 'false'} }}\n"
+    path = os.path.join(work, f"{name}.yaml")
+    with open(path, "w") as f:
+        f.write(base)
+    return path
+
+
+def run_oha(oha, url, key, rate, duration, conc, cpus):
+    body = json.dumps({"model": "mock-d0", "messages": [{"role": "user", "content": "Say hello."}]})
+    cmd = (["taskset", "-c", cpus] if cpus else []) + [
+        oha, url, "-m", "POST", "-H", f"Authorization: Bearer {key}", "-H", "content-type: application/json",
+        "-d", body, "-z", f"{duration}s", "-q", str(rate), "-c", str(conc), "--latency-correction",
+        "--no-tui", "--output-format", "json",
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def one_run(a, work, name, config, key):
+    env = dict(os.environ, SWITCHYARD_CONFIG=config, DATABASE_URL=a.database_url, BENCH_UPSTREAM_KEY="sk-bench",
+               SWITCHYARD_LOG="warn")
+    log = open(os.path.join(work, f"{name}.log"), "a")
+    proc = subprocess.Popen(["taskset", "-c", a.proxy_cpus, a.bin, "serve"], env=env, stdout=log, stderr=log)
+    try:
+        wait_healthy(f"http://{a.listen}/healthz", proc)
+        # Warm the key cache and the connection pools.
+        run_oha(a.oha, f"http://{a.listen}/v1/chat/completions", key, a.rate, 2, a.conc, a.loadgen_cpus)
+        time.sleep(0.5)
+        rows_before = int(psql(a.database_url, "SELECT count(*) FROM ledger"))
+        cpu_before = postgres_cpu_seconds()
+        proxy_before = process_cpu_seconds(proc.pid)
+        t0 = time.time()
+        r = run_oha(a.oha, f"http://{a.listen}/v1/chat/completions", key, a.rate, a.duration, a.conc,
+                    a.loadgen_cpus)
+        # Rows of the run's last flush interval land just after it.
+        time.sleep(0.5)
+        elapsed = time.time() - t0
+        cpu_after = postgres_cpu_seconds()
+        proxy_after = process_cpu_seconds(proc.pid)
+        rows_after = int(psql(a.database_url, "SELECT count(*) FROM ledger"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+    summary = r["summary"]
+    codes = r.get("statusCodeDistribution", {})
+    ok = int(codes.get("200", 0))
+    total = sum(int(v) for v in codes.values())
+    pct = r["latencyPercentiles"]
+    return {
+        "config": name,
+        "requests": total,
+        "ok": ok,
+        "rps": summary["requestsPerSec"],
+        "p50_ms": pct["p50"] * 1000,
+        "p99_ms": pct["p99"] * 1000,
+        "rows": rows_after - rows_before,
+        "rows_per_s": (rows_after - rows_before) / elapsed,
+        "pg_cpu_s": cpu_after - cpu_before,
+        "proxy_cpu_us_per_req": (proxy_after - proxy_before) / max(total, 1) * 1e6,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--oha", default=shutil.which("oha") or "oha")
+    ap.add_argument("--database-url", required=True)
+    ap.add_argument("--rate", type=int, default=2000)
+    ap.add_argument("--duration", type=int, default=20)
+    ap.add_argument("--conc", type=int, default=64, help="connections oha may open (open loop needs headroom)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--listen", default="127.0.0.1:18182")
+    ap.add_argument("--proxy-cpus", default="1")
+    ap.add_argument("--loadgen-cpus", default="0")
+    ap.add_argument("--work", required=True)
+    a = ap.parse_args()
+
+    configs = {
+        "ledger-on": write_config(a.work, "ledger-on", True, a.listen),
+        "ledger-off": write_config(a.work, "ledger-off", False, a.listen),
+    }
+    env = dict(os.environ, SWITCHYARD_CONFIG=configs["ledger-on"], DATABASE_URL=a.database_url)
+    key = subprocess.run([a.bin, "keys", "create", "--user", "bench", "--team", "bench"], env=env, check=True,
+                         capture_output=True, text=True).stdout.strip()
+
+    results = []
+    for rep in range(a.repeats):
+        for name in ("ledger-on", "ledger-off"):
+            r = one_run(a, a.work, name, configs[name], key)
+            r["rep"] = rep
+            results.append(r)
+            print(f"rep {rep} {name:>10}: {r['rps']:7.0f} rps ({r['ok']}/{r['requests']} ok)  "
+                  f"p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  rows {r['rows']} "
+                  f"({r['rows_per_s']:.0f}/s)  postgres CPU {r['pg_cpu_s']:.2f} s  "
+                  f"proxy CPU {r['proxy_cpu_us_per_req']:.0f} us/request", flush=True)
+
+    def med(name, field):
+        return statistics.median(r[field] for r in results if r["config"] == name)
+
+    on_p99, off_p99 = med("ledger-on", "p99_ms"), med("ledger-off", "p99_ms")
+    pg_extra = med("ledger-on", "pg_cpu_s") - med("ledger-off", "pg_cpu_s")
+    rows = med("ledger-on", "rows")
+    failed = sum(r["requests"] - r["ok"] for r in results)
+    print()
+    print("| config | rps | p50 ms | p99 ms | proxy CPU us/request | ledger rows/s | Postgres CPU s per run |")
+    print("|---|---|---|---|---|---|---|")
+    for name in ("ledger-on", "ledger-off"):
+        print(f"| {name} | {med(name, 'rps'):.0f} | {med(name, 'p50_ms'):.3f} | {med(name, 'p99_ms'):.3f} | "
+              f"{med(name, 'proxy_cpu_us_per_req'):.0f} | {med(name, 'rows_per_s'):.0f} | {med(name, 'pg_cpu_s'):.2f} |")
+    print()
+    print(f"p99 ratio on/off: {on_p99 / off_p99:.3f} (target <= 1.1)")
+    if rows > 0:
+        print(f"Postgres CPU per 1,000 ledger rows: {pg_extra / rows * 1000 * 1000:.1f} ms "
+              f"(ledger-on minus ledger-off, medians over {a.repeats} repeats)")
+    print(f"non-200 responses: {failed}")
+    with open(os.path.join(a.work, "ledger-bench.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
