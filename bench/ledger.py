@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
 """Ledger cost benchmark: a fixed request rate through Switchyard to the mock, ledger on Postgres versus off.
 
-Runs the two configurations interleaved (on, off, on, off, ...) against one Postgres, each for --duration seconds
-at --rate requests/s (open loop: oha with latency correction, so a stall shows up as latency, not as fewer
-requests). Reports per configuration the median over repeats of p50/p99, the p99 ratio on/off, ledger rows
-written per second (counted in the database), and Postgres CPU seconds per 1,000 rows (utime+stime of every
-postgres process, sampled from /proc before and after each run; the ledger-off run gives the baseline).
+Runs three configurations interleaved against one Postgres, each for --duration seconds at --rate requests/s
+(open loop: oha with latency correction, so a stall shows up as latency, not as fewer requests):
+
+- ledger-on: Switchyard writes every request's row to Postgres;
+- ledger-off: `ledger.enabled: false`;
+- ledger-off+db: ledger off, while a psql session makes Postgres do the same work the ledger causes (the same
+  rows per second, inserted every flush interval with the daily rollup). On a 2-core machine Postgres shares
+  the cores with the proxy and the load generator, so its CPU alone moves the tail; this control separates
+  that from the cost of Switchyard's ledger path. (On a production deployment the database has its own host.)
+
+Reports per configuration the median over repeats of p50/p99, the p99 ratios, ledger rows written per second
+(counted in the database), Switchyard's CPU per request, and Postgres CPU per 1,000 rows (utime+stime of every
+postgres process, sampled from /proc before and after each run, minus the ledger-off run).
 
 Started by bench/ledger.sh, which builds what is needed; see bench/README.md.
 """
@@ -54,6 +62,9 @@ def process_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+COUNT_BENCH_ROWS = "SELECT count(*) FROM ledger WHERE team = 'bench'"
+
+
 def psql(db_url, sql):
     out = subprocess.run(["psql", db_url, "-Atc", sql], check=True, capture_output=True, text=True)
     return out.stdout.strip()
@@ -96,17 +107,52 @@ def run_oha(oha, url, key, rate, duration, conc, cpus):
     return json.loads(out.stdout)
 
 
+# What the ledger makes Postgres do per flush, for the ledger-off+db control: the same plain insert of new rows
+# (team `db-load`, so the bench's own counts leave them out) and the same rollup upsert.
+DB_LOAD_SQL = """
+WITH ins AS (
+    INSERT INTO ledger SELECT gen_random_uuid()::text, clock_timestamp(), 'load', 'db-load', 'k', 'mock-d0',
+        'mock-d0', 'openai', 'mock', 'chat', 12, 8, 0, 0, 0, false, 0.15, 0.60, 0, 0.0000066, 0.0000066, false,
+        NULL, NULL, 'honoured', 1, NULL, 'ok', 200
+    FROM generate_series(1, {rows})
+    RETURNING time, team, user_name, key_id, routed_model, local, estimated, input_tokens, output_tokens,
+        cached_input_tokens, cost, baseline_cost
+)
+INSERT INTO ledger_daily AS d (day, team, user_name, key_id, model, local, requests, estimated_requests,
+    input_tokens, output_tokens, cached_input_tokens, cost, baseline_cost)
+SELECT (time AT TIME ZONE 'UTC')::date, team, user_name, key_id, routed_model, local, count(*),
+    count(*) FILTER (WHERE estimated), sum(input_tokens), sum(output_tokens), sum(cached_input_tokens), sum(cost),
+    sum(baseline_cost)
+FROM ins GROUP BY 1, 2, 3, 4, 5, 6
+ON CONFLICT (day, team, user_name, key_id, model, local) DO UPDATE SET requests = d.requests + EXCLUDED.requests,
+    cost = d.cost + EXCLUDED.cost;
+"""
+
+
+def start_db_load(db_url, rate):
+    """A psql session repeating the ledger's per-flush work every 100 ms (the default flush interval)."""
+    script = DB_LOAD_SQL.format(rows=max(rate // 10, 1)) + "\\watch 0.1\n"
+    p = subprocess.Popen(["psql", "-q", db_url], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, text=True)
+    p.stdin.write(script)
+    p.stdin.flush()
+    return p
+
+
 def one_run(a, work, name, config, key):
     env = dict(os.environ, SWITCHYARD_CONFIG=config, DATABASE_URL=a.database_url, BENCH_UPSTREAM_KEY="sk-bench",
                SWITCHYARD_LOG="warn")
     log = open(os.path.join(work, f"{name}.log"), "a")
+    load = None
     proc = subprocess.Popen(["taskset", "-c", a.proxy_cpus, a.bin, "serve"], env=env, stdout=log, stderr=log)
     try:
         wait_healthy(f"http://{a.listen}/healthz", proc)
         # Warm the key cache and the connection pools.
         run_oha(a.oha, f"http://{a.listen}/v1/chat/completions", key, a.rate, 2, a.conc, a.loadgen_cpus)
+        if name == "ledger-off+db":
+            load = start_db_load(a.database_url, a.rate)
         time.sleep(0.5)
-        rows_before = int(psql(a.database_url, "SELECT count(*) FROM ledger"))
+        rows_before = int(psql(a.database_url, COUNT_BENCH_ROWS))
         cpu_before = postgres_cpu_seconds()
         proxy_before = process_cpu_seconds(proc.pid)
         t0 = time.time()
@@ -117,8 +163,11 @@ def one_run(a, work, name, config, key):
         elapsed = time.time() - t0
         cpu_after = postgres_cpu_seconds()
         proxy_after = process_cpu_seconds(proc.pid)
-        rows_after = int(psql(a.database_url, "SELECT count(*) FROM ledger"))
+        rows_after = int(psql(a.database_url, COUNT_BENCH_ROWS))
     finally:
+        if load is not None:
+            load.kill()
+            load.wait()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         log.close()
@@ -160,13 +209,14 @@ def main():
         "ledger-on": write_config(a.work, "ledger-on", True, a.listen),
         "ledger-off": write_config(a.work, "ledger-off", False, a.listen),
     }
+    configs["ledger-off+db"] = configs["ledger-off"]
     env = dict(os.environ, SWITCHYARD_CONFIG=configs["ledger-on"], DATABASE_URL=a.database_url)
     key = subprocess.run([a.bin, "keys", "create", "--user", "bench", "--team", "bench"], env=env, check=True,
                          capture_output=True, text=True).stdout.strip()
 
     results = []
     for rep in range(a.repeats):
-        for name in ("ledger-on", "ledger-off"):
+        for name in ("ledger-on", "ledger-off", "ledger-off+db"):
             r = one_run(a, a.work, name, configs[name], key)
             r["rep"] = rep
             results.append(r)
@@ -178,18 +228,19 @@ def main():
     def med(name, field):
         return statistics.median(r[field] for r in results if r["config"] == name)
 
-    on_p99, off_p99 = med("ledger-on", "p99_ms"), med("ledger-off", "p99_ms")
+    on_p99, off_p99, db_p99 = med("ledger-on", "p99_ms"), med("ledger-off", "p99_ms"), med("ledger-off+db", "p99_ms")
     pg_extra = med("ledger-on", "pg_cpu_s") - med("ledger-off", "pg_cpu_s")
     rows = med("ledger-on", "rows")
     failed = sum(r["requests"] - r["ok"] for r in results)
     print()
     print("| config | rps | p50 ms | p99 ms | proxy CPU us/request | ledger rows/s | Postgres CPU s per run |")
     print("|---|---|---|---|---|---|---|")
-    for name in ("ledger-on", "ledger-off"):
+    for name in ("ledger-on", "ledger-off", "ledger-off+db"):
         print(f"| {name} | {med(name, 'rps'):.0f} | {med(name, 'p50_ms'):.3f} | {med(name, 'p99_ms'):.3f} | "
               f"{med(name, 'proxy_cpu_us_per_req'):.0f} | {med(name, 'rows_per_s'):.0f} | {med(name, 'pg_cpu_s'):.2f} |")
     print()
-    print(f"p99 ratio on/off: {on_p99 / off_p99:.3f} (target <= 1.1)")
+    print(f"p99 ratio ledger-on / ledger-off: {on_p99 / off_p99:.3f} (target <= 1.1)")
+    print(f"p99 ratio ledger-on / ledger-off with the same database load: {on_p99 / db_p99:.3f}")
     if rows > 0:
         print(f"Postgres CPU per 1,000 ledger rows: {pg_extra / rows * 1000 * 1000:.1f} ms "
               f"(ledger-on minus ledger-off, medians over {a.repeats} repeats)")

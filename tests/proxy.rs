@@ -505,13 +505,12 @@ async fn client_disconnect_mid_stream_cancels_upstream(db: Db) {
     tokio::time::timeout(Duration::from_secs(5), upstream.wait_for_cancelled_streams(1))
         .await
         .expect("upstream stream cancelled after the client left");
-    let metrics = p.state.metrics.render();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("switchyard_requests_total") && l.contains("status=\"cancelled\"")),
-        "{metrics}"
-    );
+    let cancelled = |m: &str| {
+        m.lines()
+            .any(|l| l.starts_with("switchyard_requests_total") && l.contains("status=\"cancelled\""))
+    };
+    let metrics = p.metrics_when(cancelled).await;
+    assert!(cancelled(&metrics), "{metrics}");
     p.stop().await;
 }
 
@@ -529,7 +528,9 @@ async fn upstream_dying_mid_stream_reaches_the_client_as_an_error(db: Db) {
     assert!(!events.iter().any(|e| e.is_done()), "no [DONE] after a failure");
     let last = events.last().expect("events").json();
     assert_openai_error(&last, None);
-    let metrics = p.state.metrics.render();
+    let metrics = p
+        .metrics_when(|m| m.lines().any(|l| l.contains("status=\"failed\"")))
+        .await;
     assert!(
         metrics.lines().any(|l| l.contains("status=\"failed\"")),
         "{metrics}"
@@ -718,7 +719,15 @@ async fn missing_usage_is_counted_locally_and_flagged(db: Db) {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     }
     // Both requests were priced from local tiktoken counts and flagged as estimated, never charged $0.
-    let metrics = p.state.metrics.render();
+    let metrics = p
+        .metrics_when(|m| {
+            m.lines().any(|l| {
+                l.starts_with("switchyard_usage_estimated_total")
+                    && l.contains("model=\"small\"")
+                    && l.ends_with(" 2")
+            })
+        })
+        .await;
     let estimated = metrics
         .lines()
         .find(|l| l.starts_with("switchyard_usage_estimated_total") && l.contains("model=\"small\""))

@@ -212,6 +212,19 @@ impl TestProxy {
         .await
     }
 
+    /// The metrics text once `ready` holds for it, or as it is after 5 s. Rows that need a local token count
+    /// are recorded from the blocking pool, a moment after the response ends.
+    pub async fn metrics_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        for _ in 0..200 {
+            let text = self.state.metrics.render();
+            if ready(&text) {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        self.state.metrics.render()
+    }
+
     pub fn auth(&self) -> String {
         format!("Bearer {}", self.key)
     }
