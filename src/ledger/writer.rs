@@ -61,6 +61,7 @@ struct Inner {
 impl Ledger {
     /// Opens the spool and starts the writer task. Rows spooled by an earlier run are replayed as soon as the
     /// database answers.
+    ///
     /// With `settings.enabled` false nothing is started and [`Ledger::record`] only counts.
     pub fn start(store: Store, settings: &LedgerSettings) -> std::io::Result<Ledger> {
         let counters: SharedCounters = Arc::new(Counters::default());
