@@ -303,10 +303,10 @@ fn may_carry_usage(data: &str) -> bool {
     while let Some(i) = rest.find("\"usage\"") {
         rest = rest.get(i + 7..).unwrap_or("");
         let after = rest.trim_start();
-        if let Some(after) = after.strip_prefix(':') {
-            if after.trim_start().starts_with('{') {
-                return true;
-            }
+        if let Some(after) = after.strip_prefix(':')
+            && after.trim_start().starts_with('{')
+        {
+            return true;
         }
     }
     false

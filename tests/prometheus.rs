@@ -492,7 +492,7 @@ impl Feeder {
         if missing("switchyard_upstream_duration_seconds") {
             metrics.observe_upstream("openai", "chat", 0.05 + (i % 10) as f64 * 0.03);
         }
-        if missing("switchyard_upstream_errors_total") && i % 9 == 0 {
+        if missing("switchyard_upstream_errors_total") && i.is_multiple_of(9) {
             metrics.observe_upstream_error("openai", UpstreamErrorKind::Server.as_str());
         }
         if missing("switchyard_classifier_duration_seconds") {
@@ -503,7 +503,7 @@ impl Feeder {
             ][(i % 3) as usize];
             metrics.observe_classifier(0.001 + (i % 7) as f64 * 0.002, outcome);
         }
-        if missing("switchyard_route_fallbacks_total") && i % 9 == 0 {
+        if missing("switchyard_route_fallbacks_total") && i.is_multiple_of(9) {
             metrics.observe_fallback("ops", "flaky", "gpt-4o-mini");
         }
         if missing("switchyard_route_difficulty") || missing("switchyard_route_tasks_total") {
@@ -516,7 +516,7 @@ impl Feeder {
                 metrics.set_budget_used_ratio(team, 0.2 + (i % 50) as f64 / 100.0);
             }
         }
-        if missing("switchyard_local_model_swaps_total") && i % 9 == 0 {
+        if missing("switchyard_local_model_swaps_total") && i.is_multiple_of(9) {
             metrics.local_model_swap("llama-3.1-8b");
         }
     }

@@ -684,10 +684,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
             }),
         ));
     };
-    if let (Some(models), Some(base)) = (&state.models, &base_model) {
-        if !models.iter().any(|m| m == base || *m == model) {
-            return Ok(err(404, None));
-        }
+    if let (Some(models), Some(base)) = (&state.models, &base_model)
+        && !models.iter().any(|m| m == base || *m == model)
+    {
+        return Ok(err(404, None));
     }
     if endpoint == Endpoint::Messages && body.get("max_tokens").is_none() {
         return Ok(err(400, Some("max_tokens: Field required".into())));

@@ -70,7 +70,7 @@ pub fn entry(i: u64) -> LedgerEntry {
         team: format!("team{}", i % 3),
         key_id: format!("key{}", i % 7),
         requested_model: "auto".into(),
-        routed_model: if i % 4 == 0 {
+        routed_model: if i.is_multiple_of(4) {
             "local-llama".into()
         } else {
             "gpt-4o-mini".into()
@@ -83,13 +83,13 @@ pub fn entry(i: u64) -> LedgerEntry {
             output_tokens: output,
             ..Usage::default()
         },
-        estimated: i % 10 == 0,
+        estimated: i.is_multiple_of(10),
         price_input: Decimal::new(250, 2),
         price_output: Decimal::new(1000, 2),
         price_cached_input: Decimal::new(125, 2),
         cost,
         baseline_cost: cost * Decimal::new(4, 0),
-        local: i % 4 == 0,
+        local: i.is_multiple_of(4),
         difficulty: Some(0.25),
         task: Some("chat".into()),
         route_reason: "cheapest qualifying".into(),

@@ -329,10 +329,10 @@ fn translate_tools(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Re
     };
     if req.get("parallel_tool_calls").and_then(Value::as_bool) == Some(false) {
         let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
-        if c["type"] != "none" {
-            if let Some(obj) = c.as_object_mut() {
-                obj.insert("disable_parallel_tool_use".into(), json!(true));
-            }
+        if c["type"] != "none"
+            && let Some(obj) = c.as_object_mut()
+        {
+            obj.insert("disable_parallel_tool_use".into(), json!(true));
         }
     }
     if let Some(c) = choice {

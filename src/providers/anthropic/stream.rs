@@ -95,10 +95,10 @@ impl StreamTranslator {
         let mut out = Vec::new();
         match v.get("type").and_then(Value::as_str).unwrap_or("") {
             "message_start" => {
-                if self.id.is_none() {
-                    if let Some(id) = v.pointer("/message/id").and_then(Value::as_str) {
-                        self.id = Some(format!("chatcmpl-{id}"));
-                    }
+                if self.id.is_none()
+                    && let Some(id) = v.pointer("/message/id").and_then(Value::as_str)
+                {
+                    self.id = Some(format!("chatcmpl-{id}"));
                 }
                 self.ensure_role(&mut out);
             }
