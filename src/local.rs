@@ -346,6 +346,9 @@ pub async fn run_probes(
             let client = probe::client();
             let mut tick = tokio::time::interval(local.probe_interval.max(Duration::from_millis(100)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Failures are logged at warn when the server becomes unreachable, not on every probe (every few
+            // seconds, for as long as it is down); the repeats go to debug.
+            let mut reachable = true;
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -353,9 +356,21 @@ pub async fn run_probes(
                 }
                 let result = probe::get(&client, &url, d.timeouts.connect.max(Duration::from_secs(2))).await;
                 let loaded = match result.and_then(|b| parse_ollama_ps(&b).map_err(|e| e.to_string())) {
-                    Ok(set) => Some(set),
+                    Ok(set) => {
+                        if !reachable {
+                            tracing::info!(deployment = %d.name, "local model server answers again");
+                        }
+                        reachable = true;
+                        Some(set)
+                    }
                     Err(error) => {
-                        tracing::warn!(deployment = %d.name, %error, "local model probe failed");
+                        if reachable {
+                            tracing::warn!(deployment = %d.name, %error,
+                                "local model probe failed; its models are skipped until it answers");
+                        } else {
+                            tracing::debug!(deployment = %d.name, %error, "local model probe failed");
+                        }
+                        reachable = false;
                         None
                     }
                 };
