@@ -2,26 +2,15 @@
 # Ledger cost: a fixed 2,000 requests/s through Switchyard to the mock, ledger on Postgres versus off, one run.
 #   bench/ledger.sh [bench/ledger.py options, e.g. --rate 2000 --duration 20 --repeats 3]
 # Needs: the shared harness's mock (../shared/bench, copied to a temporary folder), oha (cargo install oha
-# --locked), psql and a Postgres (DATABASE_URL's server; the script creates and drops the database
-# `switchyard_ledger_bench` on it). The proxy is pinned to CPU 1, oha and the mock to CPU 0.
+# --locked), psql and a Postgres (BENCH_POSTGRES, default the local one; the script drops and recreates the
+# database `switchyard_ledger_bench` on it). The proxy is pinned to CPU 1, oha and the mock to CPU 0.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-shared="${SWITCHYARD_SHARED:-$root/../shared}"
 server="${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
 db="switchyard_ledger_bench"
-[ -d "$shared/bench" ] || { echo "no harness at $shared/bench (set SWITCHYARD_SHARED)"; exit 1; }
 command -v oha >/dev/null || { echo "oha is missing: cargo install oha --locked"; exit 1; }
-
-work="$(mktemp -d)"
-cp -r "$shared/bench" "$work/"
-chmod -R u+w "$work"
+. "$(dirname "$0")/common.sh"
 trap 'kill "${mock:-}" 2>/dev/null || true' EXIT
 
-bin="${SWITCHYARD_BIN:-}"
-if [ -z "$bin" ]; then
-  cargo build --release --locked --manifest-path "$root/Cargo.toml"
-  bin="$root/target/release/switchyard"
-fi
 cargo build --release --quiet --manifest-path "$work/bench/mock/Cargo.toml"
 taskset -c 0 "$work/bench/mock/target/release/mock-openai" --port 18080 >"$work/mock.log" 2>&1 &
 mock=$!

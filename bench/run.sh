@@ -5,22 +5,9 @@
 # as its README asks. The proxy is pinned to CPU 1; wrk and the mock to CPU 0. Needs wrk (apt-get install wrk).
 # Set PEERS=litellm,portkey to measure peer gateways in the same run (see the harness README).
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-shared="${SWITCHYARD_SHARED:-$root/../shared}"
-[ -d "$shared/bench" ] || { echo "no harness at $shared/bench (set SWITCHYARD_SHARED)"; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk"; exit 1; }
-
-work="$(mktemp -d)"
-cp -r "$shared/bench" "$work/"
-chmod -R u+w "$work"
+. "$(dirname "$0")/common.sh"
 trap 'kill "${pid:-}" 2>/dev/null || true' EXIT
-
-# SWITCHYARD_BIN=path skips the build (e.g. to measure an already built binary).
-bin="${SWITCHYARD_BIN:-}"
-if [ -z "$bin" ]; then
-  cargo build --release --locked --manifest-path "$root/Cargo.toml"
-  bin="$root/target/release/switchyard"
-fi
 export SWITCHYARD_CONFIG="$root/bench/switchyard-bench.yaml"
 export DATABASE_URL="sqlite://$work/bench.sqlite?mode=rwc"
 export BENCH_UPSTREAM_KEY=sk-bench

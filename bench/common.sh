@@ -1,0 +1,16 @@
+# Set-up shared by the benchmark scripts (sourced, not run): the shared harness copied to a temporary folder as
+# its README asks, and the Switchyard binary (SWITCHYARD_BIN=path skips the build, e.g. to measure a binary
+# already built). Sets `root`, `work` and `bin`.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+shared="${SWITCHYARD_SHARED:-$root/../shared}"
+[ -d "$shared/bench" ] || { echo "no harness at $shared/bench (set SWITCHYARD_SHARED)"; exit 1; }
+
+work="$(mktemp -d)"
+cp -r "$shared/bench" "$work/"
+chmod -R u+w "$work"
+
+bin="${SWITCHYARD_BIN:-}"
+if [ -z "$bin" ]; then
+  cargo build --release --locked --manifest-path "$root/Cargo.toml"
+  bin="$root/target/release/switchyard"
+fi
