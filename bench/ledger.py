@@ -41,19 +41,17 @@ def postgres_cpu_seconds():
         uid = pwd.getpwnam("postgres").pw_uid
     except KeyError:
         return 0.0
-    ticks = 0
+    seconds = 0.0
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             if os.stat(f"/proc/{pid}").st_uid != uid:
                 continue
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
+            seconds += process_cpu_seconds(pid)
         except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
             continue
-    return ticks / CLK_TCK
+    return seconds
 
 
 def process_cpu_seconds(pid):

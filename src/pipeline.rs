@@ -578,16 +578,21 @@ fn estimate(upstream_model: &str, request_body: &[u8], generated: &str) -> Usage
 }
 
 impl Finisher {
-    /// [`estimate`] on the blocking pool.
-    async fn estimate(&self, generated: String) -> Usage {
-        let model = self.target.model.upstream_model.clone();
-        let body = self.request_body.clone();
-        match tokio::task::spawn_blocking(move || estimate(&model, &body, &generated)).await {
-            Ok(usage) => usage,
-            Err(e) => {
-                tracing::error!(request_id = %self.request_id, error = %e, "local token count failed");
-                Usage::default()
-            }
+    /// Finishes a request whose provider reported no usage: counts its tokens locally ([`estimate`]) on the
+    /// blocking pool and records the row from there, flagged `estimated` (after a graceful drain it goes to the
+    /// spool). `outcome.usage` and `outcome.estimated` are replaced.
+    fn finish_counted_locally(self, generated: String, outcome: Outcome) {
+        let count_and_finish = move || {
+            let usage = estimate(&self.target.model.upstream_model, &self.request_body, &generated);
+            self.finish(Outcome {
+                usage,
+                estimated: true,
+                ..outcome
+            });
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(count_and_finish)),
+            Err(_) => count_and_finish(),
         }
     }
 
@@ -832,10 +837,8 @@ async fn respond(
             (bytes, usage)
         }
     };
-    let (usage, estimated) = match usage {
-        Some(u) => (u, false),
-        None => (finisher.estimate(generated_text(&out)).await, true),
-    };
+    // Only needed when the provider reported no usage; taken before `out` becomes the response body.
+    let generated = usage.is_none().then(|| generated_text(&out));
     let mut response = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
@@ -843,13 +846,17 @@ async fn respond(
         .map_err(|e| Error::internal(format!("response: {e}")))?;
     copy_upstream_headers(&parts.headers, response.headers_mut());
     finisher.headers(response.headers_mut());
-    finisher.finish(Outcome {
-        usage,
-        estimated,
+    let outcome = Outcome {
+        usage: usage.unwrap_or_default(),
+        estimated: false,
         status: Status::Ok,
         http_status: 200,
         ttft: None,
-    });
+    };
+    match generated {
+        None => finisher.finish(outcome),
+        Some(generated) => finisher.finish_counted_locally(generated, outcome),
+    }
     Ok(response)
 }
 
@@ -1070,33 +1077,18 @@ impl AccountedStream {
         let Some(finisher) = self.finisher.take() else {
             return;
         };
-        let http_status = if status == Status::Ok { 200 } else { 502 };
-        let ttft = self.ttft;
-        let outcome = move |usage, estimated| Outcome {
-            usage,
-            estimated,
+        let usage = self.processor.usage();
+        let outcome = Outcome {
+            usage: usage.unwrap_or_default(),
+            estimated: false,
             status,
-            http_status,
-            ttft,
+            http_status: if status == Status::Ok { 200 } else { 502 },
+            ttft: self.ttft,
         };
-        if let Some(usage) = self.processor.usage() {
-            finisher.finish(outcome(usage, false));
-            return;
-        }
-        // No usage from the provider (or the stream was cut before it came): count locally, off the async worker
-        // (see [`estimate`]). The row is recorded from there; after a graceful drain it goes to the spool.
-        let generated = self.processor.generated_text().to_owned();
-        let count_and_finish = move || {
-            let usage = estimate(
-                &finisher.target.model.upstream_model,
-                &finisher.request_body,
-                &generated,
-            );
-            finisher.finish(outcome(usage, true));
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(count_and_finish)),
-            Err(_) => count_and_finish(),
+        match usage {
+            Some(_) => finisher.finish(outcome),
+            // No usage from the provider, or the stream was cut before it came.
+            None => finisher.finish_counted_locally(self.processor.generated_text().to_owned(), outcome),
         }
     }
 

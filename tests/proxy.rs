@@ -528,13 +528,9 @@ async fn upstream_dying_mid_stream_reaches_the_client_as_an_error(db: Db) {
     assert!(!events.iter().any(|e| e.is_done()), "no [DONE] after a failure");
     let last = events.last().expect("events").json();
     assert_openai_error(&last, None);
-    let metrics = p
-        .metrics_when(|m| m.lines().any(|l| l.contains("status=\"failed\"")))
-        .await;
-    assert!(
-        metrics.lines().any(|l| l.contains("status=\"failed\"")),
-        "{metrics}"
-    );
+    let failed = |m: &str| m.lines().any(|l| l.contains("status=\"failed\""));
+    let metrics = p.metrics_when(failed).await;
+    assert!(failed(&metrics), "{metrics}");
     p.stop().await;
 }
 
