@@ -2,7 +2,7 @@
 //! throughput of concurrent requests through the service (queue, workers, micro-batching). Every text is distinct
 //! so the cache never answers.
 //!
-//! usage: classifier_bench DATA.jsonl [workers] [threads] [max_batch] [batch_window_us]
+//! usage: classifier_bench DATA.jsonl [workers] [threads] [max_batch] [batch_window_us] [solo_threads]
 
 use std::time::Instant;
 
@@ -24,20 +24,25 @@ async fn main() -> anyhow::Result<()> {
     let settings = ClassifierSettings {
         workers: arg(2, 2) as usize,
         threads: arg(3, 1) as usize,
-        max_batch: arg(4, 16) as usize,
+        max_batch: arg(4, 1) as usize,
         batch_window_us: arg(5, 0),
+        solo_threads: arg(6, ClassifierSettings::default().solo_threads as u64) as usize,
         queue_bound: 4096,
         ..ClassifierSettings::default()
     };
     let t0 = Instant::now();
     let c = Classifier::load(&settings)?;
     println!(
-        "settings: workers={} threads={} max_batch={} window_us={}",
-        settings.workers, settings.threads, settings.max_batch, settings.batch_window_us
+        "settings: workers={} threads={} max_batch={} window_us={} solo_threads={}",
+        settings.workers,
+        settings.threads,
+        settings.max_batch,
+        settings.batch_window_us,
+        settings.solo_threads
     );
     println!(
         "cold start (runtime, {} sessions, heads): {:.0} ms",
-        settings.workers,
+        settings.workers + usize::from(settings.solo_threads > settings.threads),
         t0.elapsed().as_secs_f64() * 1e3
     );
 

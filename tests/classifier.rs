@@ -97,7 +97,12 @@ async fn hard_prompts_score_above_trivial_ones() {
             r.difficulty
         );
     }
-    let code = c.classify(&text::from_prompt(hard[1])).await.unwrap();
+    // A plainly code prompt. (The lock-free queue prompt above, which also asks to "explain how", is "reasoning"
+    // to the 32-token heads and "code" to the old 256-token ones: docs/classifier.md, Token budget.)
+    let code = c
+        .classify(&text::from_prompt("Implement a thread-safe LRU cache in Java."))
+        .await
+        .unwrap();
     assert_eq!(code.task.as_str(), "code");
     let sum: f32 = code.task_scores.values().sum();
     assert!((sum - 1.0).abs() < 1e-3);
@@ -224,4 +229,30 @@ fn eval_command_end_to_end() {
     };
     commands::eval(&args).unwrap();
     assert!(Path::new(&dir.path().join("len.svg")).is_file());
+}
+
+#[test]
+fn a_short_turn_survives_a_long_system_prompt() {
+    let s = settings();
+    let embedder = switchyard::classify::embed::Embedder::load(&s, 32, 1).unwrap();
+    let msgs = serde_json::json!([
+        {"role": "system", "content": "You are the helpful assistant of ACME Corporation's support desk. ".repeat(5)},
+        {"role": "user", "content": "Write a quicksort in Rust."},
+    ]);
+    let text = text::from_chat_messages(&msgs).unwrap();
+    let cut = embedder.truncate(text.as_str(), text.focus()).unwrap();
+    // The whole turn is kept; what is left of the budget goes to the end of the context, after an ellipsis.
+    assert!(cut.ends_with("\nWrite a quicksort in Rust."), "{cut}");
+    assert!(cut.starts_with('…') && cut.contains("support desk"), "{cut}");
+    assert!(cut.len() < text.as_str().len() / 2, "{cut}");
+    // A plain long prompt keeps its head and tail.
+    let long = format!(
+        "Summarise this report. {} What is the total?",
+        "Revenue rose again. ".repeat(30)
+    );
+    let cut = embedder.truncate(&long, 0).unwrap();
+    assert!(
+        cut.starts_with("Summarise this report.") && cut.ends_with("What is the total?"),
+        "{cut}"
+    );
 }

@@ -64,8 +64,11 @@ fn on_path(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The `prometheus` and `promtool` binaries, installing the Debian package first if either is missing.
+/// The `prometheus` and `promtool` binaries, installing the Debian package first if either is missing. One test at
+/// a time: two concurrent `apt-get` runs fail on dpkg's lock.
 fn prometheus_binaries() -> (PathBuf, PathBuf) {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if on_path("prometheus").is_none() || on_path("promtool").is_none() {
         let script = Path::new(MANIFEST).join("scripts/setup-prometheus.sh");
         let status = std::process::Command::new("sh").arg(&script).status();

@@ -17,7 +17,7 @@ use super::embed::Embedder;
 use super::eval::{self, Outcome};
 use super::heads::Heads;
 use super::train::{self, EmbeddingCache, TrainConfig};
-use super::{ClassifierSettings, text};
+use super::{ClassifierSettings, ClassifyText, text};
 
 /// Where the model files are; defaults match `ClassifierSettings::default()`.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,9 +38,9 @@ pub struct ModelArgs {
     /// scale is per run); larger batches are faster only with little length spread and change vectors slightly.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// Token budget per text.
-    #[arg(long, default_value_t = 256)]
-    pub max_tokens: usize,
+    /// Token budget per text. Default: the budget recorded in the heads (`train`: 32, see docs/classifier.md).
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
 }
 
 impl ModelArgs {
@@ -132,8 +132,8 @@ struct ScoreInput {
 /// Loads the model and the heads for a command (the sync path: commands batch themselves).
 fn load(model: &ModelArgs) -> anyhow::Result<(Embedder, Heads)> {
     let settings = model.settings();
-    let embedder = Embedder::load(&settings)?;
     let heads = Heads::load(&settings.weights)?;
+    let embedder = Embedder::load(&settings, heads.budget(settings.max_tokens), settings.threads)?;
     Ok((embedder, heads))
 }
 
@@ -141,16 +141,16 @@ fn load(model: &ModelArgs) -> anyhow::Result<(Embedder, Heads)> {
 fn score_texts(
     embedder: &mut Embedder,
     heads: &Heads,
-    texts: &[String],
+    texts: &[ClassifyText],
     progress: &str,
 ) -> anyhow::Result<Vec<super::heads::HeadOutput>> {
     let started = Instant::now();
     let mut out = Vec::with_capacity(texts.len());
     let chunk = 128;
     for (i, part) in texts.chunks(chunk).enumerate() {
-        let refs: Vec<&str> = part.iter().map(String::as_str).collect();
-        let vectors = embedder.embed(&refs)?;
-        out.extend(vectors.iter().zip(part).map(|(v, t)| heads.infer(v, t)));
+        let refs: Vec<&ClassifyText> = part.iter().collect();
+        let vectors = embedder.embed_texts(&refs)?;
+        out.extend(vectors.iter().zip(part).map(|(v, t)| heads.infer(v, t.as_str())));
         if texts.len() > chunk {
             eprint!(
                 "\r{progress}: {}/{} ({:.1}s)",
@@ -194,7 +194,7 @@ pub fn score_io(args: &ScoreArgs, input: impl BufRead, out: &mut impl Write) -> 
             (None, None) => anyhow::bail!("stdin line {}: needs `prompt` or `messages`", n + 1),
         };
         ids.push(input.id);
-        texts.push(text.into_string());
+        texts.push(text);
     }
     let (mut embedder, heads) = load(&args.model)?;
     let outputs = score_texts(&mut embedder, &heads, &texts, "scored")?;
@@ -264,7 +264,8 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?
     } else {
         let (mut embedder, heads) = load(&args.model)?;
-        let texts: Vec<String> = rows.iter().map(train::row_text).collect();
+        // The same text as training sees (`train::row_text`), with its focus.
+        let texts: Vec<ClassifyText> = rows.iter().map(|r| text::from_prompt(&r.prompt)).collect();
         score_texts(&mut embedder, &heads, &texts, "scored")?
             .iter()
             .map(|o| f64::from(o.difficulty))
@@ -320,7 +321,8 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     };
 
     let settings = args.model.settings();
-    let mut embedder = Embedder::load(&settings)?;
+    let max_tokens = settings.max_tokens.unwrap_or(super::heads::DEFAULT_MAX_TOKENS);
+    let mut embedder = Embedder::load(&settings, max_tokens, settings.threads)?;
     let mut cache = EmbeddingCache::open(Some(args.cache.clone()))?;
     eprintln!(
         "embedding {} outcome rows, {} task rows",
@@ -336,6 +338,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     cache.save()?;
 
     let cfg = TrainConfig {
+        max_tokens,
         seed: args.seed,
         chat_low: args.chat_low,
         chat_high: args.chat_high,

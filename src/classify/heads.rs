@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::embed::DIM;
+use super::embed::{DIM, MAX_TOKENS, MIN_TOKENS};
 use super::features::{self, N as NFEAT};
 use super::{ClassifyError, TaskType};
 
@@ -24,6 +24,16 @@ pub const DEFAULT_WEIGHTS: &str = "models/classifier-heads.json";
 pub const EMBEDDING_MODEL: &str = "all-MiniLM-L6-v2-dynint8";
 /// Bumped when the file's meaning changes.
 pub const FORMAT_VERSION: u32 = 1;
+/// The token budget `switchyard train` embeds with unless told otherwise. Chosen by measurement (docs/classifier.md):
+/// on the dev set 32, 48, 64, 128 and 256 tokens route equally well within noise (the topic and the structure
+/// features, computed on the whole text, carry the signal), while a 256-token text costs ~10x a 32-token one.
+pub const DEFAULT_MAX_TOKENS: usize = 32;
+/// The budget of weights files written before the budget was recorded.
+const LEGACY_MAX_TOKENS: usize = 256;
+
+fn legacy_max_tokens() -> usize {
+    LEGACY_MAX_TOKENS
+}
 /// Width of the gain ridge's input: embedding, structure features, topic prior, item difficulty.
 pub const GAIN_INPUTS: usize = DIM + NFEAT + 2;
 
@@ -67,6 +77,10 @@ pub struct Heads {
     pub format_version: u32,
     pub embedding_model: String,
     pub dim: usize,
+    /// The token budget the training texts were embedded with; the classifier embeds with it too unless
+    /// `classifier.max_tokens` says otherwise.
+    #[serde(default = "legacy_max_tokens")]
+    pub max_tokens: usize,
     /// What data and settings made this file (free-form, for people).
     pub provenance: BTreeMap<String, String>,
     /// Task type per output of `task`.
@@ -134,6 +148,24 @@ impl Heads {
         Ok(heads)
     }
 
+    /// The token budget to embed with: `configured` if set, else the one these heads were trained with. A budget
+    /// other than the training one is allowed (e.g. to trade quality for speed) and logged, since it shifts scores.
+    pub fn budget(&self, configured: Option<usize>) -> usize {
+        match configured {
+            Some(n) if n != self.max_tokens => {
+                tracing::warn!(
+                    configured = n,
+                    trained = self.max_tokens,
+                    "classifier.max_tokens differs from the budget the heads were trained with; scores shift a \
+                     little (retrain with `switchyard train --max-tokens {n}` to match)"
+                );
+                n
+            }
+            Some(n) => n,
+            None => self.max_tokens,
+        }
+    }
+
     /// Checks every shape, so inference can index without further checks.
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
@@ -147,6 +179,12 @@ impl Heads {
             problems.push(format!(
                 "made for embedding {} of width {} (this build uses {EMBEDDING_MODEL}, {DIM})",
                 self.embedding_model, self.dim
+            ));
+        }
+        if !(MIN_TOKENS..=MAX_TOKENS).contains(&self.max_tokens) {
+            problems.push(format!(
+                "max_tokens {} outside {MIN_TOKENS}..={MAX_TOKENS}",
+                self.max_tokens
             ));
         }
         let names: Vec<&str> = self.feature_names.iter().map(String::as_str).collect();
@@ -298,6 +336,7 @@ pub(crate) mod tests {
             format_version: FORMAT_VERSION,
             embedding_model: EMBEDDING_MODEL.to_owned(),
             dim: DIM,
+            max_tokens: DEFAULT_MAX_TOKENS,
             provenance: BTreeMap::new(),
             task_classes: TaskType::ALL.to_vec(),
             task: Softmax {
@@ -391,5 +430,21 @@ pub(crate) mod tests {
         let h = fixed_heads();
         let back: Heads = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
         assert_eq!(back, h);
+    }
+
+    #[test]
+    fn the_budget_is_the_trained_one_unless_configured() {
+        let h = fixed_heads();
+        assert_eq!(h.budget(None), DEFAULT_MAX_TOKENS);
+        assert_eq!(h.budget(Some(DEFAULT_MAX_TOKENS)), DEFAULT_MAX_TOKENS);
+        assert_eq!(h.budget(Some(128)), 128);
+        // A file written before the budget was recorded was trained at 256 tokens.
+        let mut json = serde_json::to_value(&h).unwrap();
+        json.as_object_mut().unwrap().remove("max_tokens");
+        let old: Heads = serde_json::from_value(json).unwrap();
+        assert_eq!(old.budget(None), 256);
+        let mut bad = h;
+        bad.max_tokens = 8;
+        assert!(bad.validate().unwrap_err().contains("max_tokens"));
     }
 }

@@ -10,9 +10,11 @@
 //! **Truncation.** Long prompts must cost bounded time, so truncation happens in two places:
 //! 1. here, by characters: at most [`HEAD_CHARS`] leading and [`TAIL_CHARS`] trailing characters are kept, joined
 //!    by " … ", which bounds tokenisation time whatever a client sends;
-//! 2. in the embedder, by tokens: at most `max_tokens` (default 256, including [CLS] and [SEP]) with three quarters
-//!    from the head and one quarter from the tail (see [`split_head_tail`]). The head usually states the task, the
-//!    tail holds the actual question or the options, so both survive.
+//! 2. in the embedder, by tokens: at most `max_tokens` (the heads' training budget, 32 for the shipped heads;
+//!    [CLS] and [SEP] included). The last user turn (the focus) comes first: if it alone is over the budget it is
+//!    cut to three quarters from its head and one quarter from its tail (see [`split_head_tail`]) and the context
+//!    is dropped; otherwise the context keeps as many of its last tokens (those nearest the turn) as still fit.
+//!    The head usually states the task, the tail holds the actual question or the options, so both survive.
 
 use super::ClassifyError;
 
@@ -29,30 +31,44 @@ pub const TAIL_CHARS: usize = 1000;
 /// What joins a kept head to a kept tail.
 pub const ELLIPSIS: &str = " … ";
 
-/// The text one request is classified by, already extracted and bounded in length.
+/// The text one request is classified by, already extracted and bounded in length: optional context, then the
+/// turn that decides (the *focus*). Token-level truncation gives the focus priority (see [`super::embed`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClassifyText(String);
+pub struct ClassifyText {
+    text: String,
+    /// Byte offset where the focus starts; 0 when there is no context.
+    focus: usize,
+}
 
 impl ClassifyText {
+    fn plain(text: String) -> Self {
+        Self { text, focus: 0 }
+    }
+
     /// The text as the embedder will see it (before token-level truncation).
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// Byte offset of the focus (the last user turn) in [`Self::as_str`]; what precedes it is context.
+    pub fn focus(&self) -> usize {
+        self.focus
     }
 
     /// Consumes the value, returning the text.
     pub fn into_string(self) -> String {
-        self.0
+        self.text
     }
 
     /// True when nothing is left to classify.
     pub fn is_empty(&self) -> bool {
-        self.0.trim().is_empty()
+        self.text.trim().is_empty()
     }
 }
 
 /// A plain prompt (`/v1/completions`, or the `prompt` field of `switchyard score` input).
 pub fn from_prompt(prompt: &str) -> ClassifyText {
-    ClassifyText(bound_chars(prompt.trim()))
+    ClassifyText::plain(bound_chars(prompt.trim()))
 }
 
 /// An OpenAI `messages` array. Errors when it is not an array or holds no user text.
@@ -132,7 +148,7 @@ fn assemble(system: &str, turns: &[(bool, String)]) -> Result<ClassifyText, Clas
         .ok_or_else(|| ClassifyError::NoText("no user message with text".to_owned()))?;
     let last = &turns[last_user].1;
     if last.chars().count() >= SHORT_TURN_CHARS {
-        return Ok(ClassifyText(bound_chars(last)));
+        return Ok(ClassifyText::plain(bound_chars(last)));
     }
     let mut earlier = String::new();
     for (_, text) in turns[..last_user].iter().filter(|(_, t)| !t.is_empty()) {
@@ -141,8 +157,12 @@ fn assemble(system: &str, turns: &[(bool, String)]) -> Result<ClassifyText, Clas
     let mut out = String::new();
     push_line(&mut out, &head(system, SYSTEM_CHARS));
     push_line(&mut out, &tail(&earlier, CONTEXT_CHARS));
-    push_line(&mut out, last);
-    Ok(ClassifyText(out))
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    let focus = out.len();
+    out.push_str(last);
+    Ok(ClassifyText { text: out, focus })
 }
 
 /// The first `n` characters of `s`.
@@ -209,10 +229,14 @@ mod tests {
             {"role": "user", "content": [{"type": "text", "text": "now make it generic"},
                                           {"type": "image_url", "image_url": {"url": "data:..."}}]},
         ]);
+        let text = from_chat_messages(&msgs).unwrap();
         assert_eq!(
-            from_chat_messages(&msgs).unwrap().as_str(),
+            text.as_str(),
             "You are a Rust expert.\nWrite a binary search.\nfn search() {}\nnow make it generic"
         );
+        // The focus is the last user turn: the embedder's truncation keeps it first.
+        assert_eq!(&text.as_str()[text.focus()..], "now make it generic");
+        assert_eq!(from_prompt("plain").focus(), 0);
     }
 
     #[test]
@@ -221,7 +245,8 @@ mod tests {
             {"role": "user", "content": "hi"},
             {"role": "assistant", "content": "hello"},
         ]);
-        assert_eq!(from_chat_messages(&msgs).unwrap().as_str(), "hi");
+        let text = from_chat_messages(&msgs).unwrap();
+        assert_eq!((text.as_str(), text.focus()), ("hi", 0));
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<Row>> {
 /// Hyper-parameters; the defaults are the ones measured in docs/classifier.md.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
+    /// The token budget the texts were embedded with; recorded in the heads, which the classifier then embeds with.
+    pub max_tokens: usize,
     pub seed: u64,
     pub folds: usize,
     pub ridge_alpha: f64,
@@ -99,6 +101,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
+            max_tokens: super::heads::DEFAULT_MAX_TOKENS,
             seed: 20_241_127,
             folds: 5,
             ridge_alpha: 100.0,
@@ -646,6 +649,7 @@ pub fn train(
         format_version: FORMAT_VERSION,
         embedding_model: EMBEDDING_MODEL.to_owned(),
         dim: DIM,
+        max_tokens: cfg.max_tokens,
         provenance,
         task_classes: TaskType::ALL.to_vec(),
         task,
