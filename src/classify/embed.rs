@@ -18,6 +18,9 @@ pub const DIM: usize = 384;
 pub const MIN_TOKENS: usize = 16;
 /// Largest token budget: MiniLM's position embeddings end at 512.
 pub const MAX_TOKENS: usize = 512;
+/// Version of the truncation rule ([`Embedder::truncate`]), part of the fingerprint: a changed rule changes
+/// vectors, so `train`'s embedding cache must not serve the old ones. 2: focus first, exact special-token reserve.
+const TRUNCATION_RULE: u32 = 2;
 /// [CLS] and [SEP], which the model's input holds besides the text's tokens.
 const SPECIAL_TOKENS: usize = 2;
 
@@ -68,7 +71,8 @@ pub struct Embedder {
     measure: tokenizers::Tokenizer,
     max_tokens: usize,
     max_batch: usize,
-    /// sha256 of the graph's bytes and the token budget: what an embedding depends on besides the text.
+    /// sha256 of the graph's bytes, the token budget and the truncation rule: what an embedding depends on besides
+    /// the text.
     fingerprint: [u8; 32],
 }
 
@@ -124,6 +128,7 @@ impl Embedder {
             let mut h = Sha256::new();
             h.update(&onnx);
             h.update((max_tokens as u64).to_le_bytes());
+            h.update(TRUNCATION_RULE.to_le_bytes());
             h.finalize().into()
         };
         // The default graph quantises activations dynamically (one scale per run), so a batch's vectors depend a
@@ -157,7 +162,7 @@ impl Embedder {
         })
     }
 
-    /// Identifies the graph and token budget, so cached embeddings from another model are not reused.
+    /// Identifies the graph, token budget and truncation rule, so cached embeddings made otherwise are not reused.
     pub fn fingerprint(&self) -> [u8; 32] {
         self.fingerprint
     }
