@@ -1,6 +1,8 @@
 //! [`Classifier`]: the handle the proxy holds. Requests go through a bounded queue to dedicated worker threads,
 //! each owning one ONNX session; a worker takes every request already queued (up to `max_batch`) and embeds them
-//! in one run, so concurrent requests share the cost. Results are cached by a hash of the classified text.
+//! in one run, so concurrent requests share the cost. A request that has the classifier to itself (no other worker
+//! computing, nothing queued) runs instead on a shared "solo" session with more intra-op threads: low latency when
+//! idle, the workers' throughput when busy. Results are cached by a hash of the classified text.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
