@@ -1,5 +1,5 @@
 //! Structured logs: `tracing` events rendered as text or JSON (`log.format`), filtered by `SWITCHYARD_LOG` (default
-//! `info`), written to stderr so that stdout stays free for command output.
+//! `info,ort=warn`: ONNX Runtime is chatty at info), written to stderr so that stdout stays free for command output.
 //!
 //! Every finished request produces exactly one event, target `switchyard::request`, built from its ledger entry by
 //! [`request`]. What a log line must never hold: an API key or upstream credential (the ledger entry carries neither,
@@ -20,6 +20,9 @@ pub const REQUEST_TARGET: &str = "switchyard::request";
 pub const PROMPT_TARGET: &str = "switchyard::prompt";
 /// The environment variable holding the log filter, in `RUST_LOG` syntax.
 pub const FILTER_ENV: &str = "SWITCHYARD_LOG";
+/// The filter when [`FILTER_ENV`] is unset: info, except ONNX Runtime, which logs every arena allocation of every
+/// classifier session at info (about 500 lines at start-up).
+pub const DEFAULT_FILTER: &str = "info,ort=warn";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoggingError {
@@ -28,13 +31,12 @@ pub enum LoggingError {
 }
 
 /// Installs the process-wide subscriber: text or JSON as `settings` say (text without settings, for commands that
-/// run before a config is loaded), filtered by `SWITCHYARD_LOG` (`RUST_LOG` syntax; default `info`). Call once,
+/// run before a config is loaded), filtered by `SWITCHYARD_LOG` (`RUST_LOG` syntax; default [`DEFAULT_FILTER`]). Call once,
 /// from the CLI; tests build their own with [`subscriber`].
 pub fn init(settings: Option<&LogSettings>) -> Result<(), LoggingError> {
     let filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
-        .with_env_var(FILTER_ENV)
-        .from_env_lossy();
+        .parse_lossy(std::env::var(FILTER_ENV).unwrap_or_else(|_| DEFAULT_FILTER.to_owned()));
     let text = LogSettings {
         format: LogFormat::Text,
         prompts: false,
