@@ -264,8 +264,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?
     } else {
         let (mut embedder, heads) = load(&args.model)?;
-        // The same text as training sees (`train::row_text`), with its focus.
-        let texts: Vec<ClassifyText> = rows.iter().map(|r| text::from_prompt(&r.prompt)).collect();
+        let texts: Vec<ClassifyText> = rows.iter().map(train::row_classify_text).collect();
         score_texts(&mut embedder, &heads, &texts, "scored")?
             .iter()
             .map(|o| f64::from(o.difficulty))

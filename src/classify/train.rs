@@ -215,7 +215,12 @@ impl EmbeddingCache {
 
 /// The text a data row is classified by: the same extraction (and character bound) as a live prompt.
 pub fn row_text(row: &Row) -> String {
-    text::from_prompt(&row.prompt).into_string()
+    row_classify_text(row).into_string()
+}
+
+/// A row's prompt as the classifier sees it (what [`row_text`] embeds), with its focus.
+pub fn row_classify_text(row: &Row) -> text::ClassifyText {
+    text::from_prompt(&row.prompt)
 }
 
 /// Deterministic fold of an id: the seed and the sha256 of the id, so folds do not depend on file order.
