@@ -14,3 +14,10 @@ if [ -z "$bin" ]; then
   cargo build --release --locked --manifest-path "$root/Cargo.toml"
   bin="$root/target/release/switchyard"
 fi
+
+# Builds the harness's mock upstream and starts it on CPU 0, port 18080; sets `mock` to its PID.
+start_mock() {
+  cargo build --release --quiet --manifest-path "$work/bench/mock/Cargo.toml"
+  taskset -c 0 "$work/bench/mock/target/release/mock-openai" --port 18080 >"$work/mock.log" 2>&1 &
+  mock=$!
+}

@@ -27,10 +27,11 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
+
+from oha import process_cpu_seconds, save_results, summarise, wait_healthy
+from oha import run_oha as oha_post
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def postgres_cpu_seconds():
@@ -54,32 +55,12 @@ def postgres_cpu_seconds():
     return seconds
 
 
-def process_cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 COUNT_BENCH_ROWS = "SELECT count(*) FROM ledger WHERE team = 'bench'"
 
 
 def psql(db_url, sql):
     out = subprocess.run(["psql", db_url, "-Atc", sql], check=True, capture_output=True, text=True)
     return out.stdout.strip()
-
-
-def wait_healthy(url, proc, seconds=30):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"switchyard exited with {proc.returncode}; see its log")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"switchyard did not answer {url}")
 
 
 def write_config(work, name, ledger_enabled, listen):
@@ -96,13 +77,7 @@ def write_config(work, name, ledger_enabled, listen):
 
 def run_oha(oha, url, key, rate, duration, conc, cpus):
     body = json.dumps({"model": "mock-d0", "messages": [{"role": "user", "content": "Say hello."}]})
-    cmd = (["taskset", "-c", cpus] if cpus else []) + [
-        oha, url, "-m", "POST", "-H", f"Authorization: Bearer {key}", "-H", "content-type: application/json",
-        "-d", body, "-z", f"{duration}s", "-q", str(rate), "-c", str(conc), "--latency-correction",
-        "--no-tui", "--output-format", "json",
-    ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
+    return oha_post(oha, url, key, rate, duration, conc, cpus, body)
 
 
 # What the ledger makes Postgres do per flush, for the ledger-off+db control: the same plain insert of new rows
@@ -169,18 +144,14 @@ def one_run(a, work, name, config, key):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         log.close()
-    summary = r["summary"]
-    codes = r.get("statusCodeDistribution", {})
-    ok = int(codes.get("200", 0))
-    total = sum(int(v) for v in codes.values())
-    pct = r["latencyPercentiles"]
+    total, ok, rps, p50_ms, p99_ms = summarise(r)
     return {
         "config": name,
         "requests": total,
         "ok": ok,
-        "rps": summary["requestsPerSec"],
-        "p50_ms": pct["p50"] * 1000,
-        "p99_ms": pct["p99"] * 1000,
+        "rps": rps,
+        "p50_ms": p50_ms,
+        "p99_ms": p99_ms,
         "rows": rows_after - rows_before,
         "rows_per_s": (rows_after - rows_before) / elapsed,
         "pg_cpu_s": cpu_after - cpu_before,
@@ -229,7 +200,6 @@ def main():
     on_p99, off_p99, db_p99 = med("ledger-on", "p99_ms"), med("ledger-off", "p99_ms"), med("ledger-off+db", "p99_ms")
     pg_extra = med("ledger-on", "pg_cpu_s") - med("ledger-off", "pg_cpu_s")
     rows = med("ledger-on", "rows")
-    failed = sum(r["requests"] - r["ok"] for r in results)
     print()
     print("| config | rps | p50 ms | p99 ms | proxy CPU us/request | ledger rows/s | Postgres CPU s per run |")
     print("|---|---|---|---|---|---|---|")
@@ -242,10 +212,7 @@ def main():
     if rows > 0:
         print(f"Postgres CPU per 1,000 ledger rows: {pg_extra / rows * 1000 * 1000:.1f} ms "
               f"(ledger-on minus ledger-off, medians over {a.repeats} repeats)")
-    print(f"non-200 responses: {failed}")
-    with open(os.path.join(a.work, "ledger-bench.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    return 1 if failed else 0
+    return save_results(a.work, "ledger-bench.json", results)
 
 
 if __name__ == "__main__":

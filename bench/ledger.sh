@@ -11,9 +11,7 @@ command -v oha >/dev/null || { echo "oha is missing: cargo install oha --locked"
 . "$(dirname "$0")/common.sh"
 trap 'kill "${mock:-}" 2>/dev/null || true' EXIT
 
-cargo build --release --quiet --manifest-path "$work/bench/mock/Cargo.toml"
-taskset -c 0 "$work/bench/mock/target/release/mock-openai" --port 18080 >"$work/mock.log" 2>&1 &
-mock=$!
+start_mock
 
 psql "$server/postgres" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
 python3 "$root/bench/ledger.py" --bin "$bin" --database-url "$server/$db" --work "$work" "$@"

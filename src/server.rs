@@ -25,7 +25,7 @@ use crate::ledger::Ledger;
 use crate::local::LocalModels;
 use crate::metrics::Metrics;
 use crate::route::sticky::StickyStore;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::store::Store;
 use crate::upstream::Upstream;
 
@@ -56,7 +56,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
              stay empty; budgets are still enforced"
         );
     }
-    Ok(AppState {
+    Ok(AppState::new(Shared {
         catalogue: config.catalogue.clone(),
         auth: Authenticator::new(store.clone()),
         policies: crate::policy::reload::load_initial(&config.policies_dir, &config.catalogue, embedder)?,
@@ -76,7 +76,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         tasks: TaskTracker::new(),
         draining: Arc::new(AtomicBool::new(false)),
         config: Arc::new(config),
-    })
+    }))
 }
 
 /// Loads the classifier off the async workers. A failure is logged with its fix and the proxy runs without it:

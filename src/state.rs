@@ -1,4 +1,5 @@
-//! Shared handles. `AppState` is a `Clone` bundle of `Arc`-backed handles; each stage takes only what it needs.
+//! Shared handles. `AppState` is one `Arc` around [`Shared`], the bundle of long-lived handles, so a clone per
+//! request (handlers, the finisher, stream wrappers) is one reference count, not one per handle.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +17,25 @@ use crate::route::sticky::StickyStore;
 use crate::store::Store;
 use crate::upstream::Upstream;
 
+/// Cheap to clone; derefs to [`Shared`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub catalogue: Arc<Catalogue>,
     pub store: Store,
@@ -39,7 +57,7 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
 }
 
-impl AppState {
+impl Shared {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }

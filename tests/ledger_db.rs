@@ -70,6 +70,40 @@ async fn sqlite_the_same_row_twice_is_stored_once() {
     the_same_row_twice_is_stored_once(sqlite_store(dir.path()).await).await;
 }
 
+/// A batch where some rows are already stored (a replayed segment that partly committed) takes the slow path:
+/// only its new rows reach the table and the rollup.
+async fn a_batch_of_stored_and_new_rows_adds_only_the_new_ones(store: Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<_> = (0..15).map(entry).collect();
+    let ledger = Ledger::start(store.clone(), &settings(dir.path(), 20)).unwrap();
+    for e in &rows[..10] {
+        ledger.record(e.clone());
+    }
+    ledger.drain().await;
+    drop(ledger);
+    let ledger = Ledger::start(store.clone(), &settings(dir.path(), 20)).unwrap();
+    for e in &rows[5..] {
+        ledger.record(e.clone());
+    }
+    ledger.drain().await;
+    let stats = ledger.stats();
+    assert_eq!((stats.written, stats.duplicates), (5, 5), "{stats:?}");
+    let expected: Decimal = rows.iter().map(|e| e.cost).sum();
+    assert_eq!(ledger_totals(&store).await, (15, expected));
+    assert_eq!(rollup_totals(&store).await, (15, expected));
+}
+
+#[tokio::test]
+async fn postgres_a_batch_of_stored_and_new_rows_adds_only_the_new_ones() {
+    a_batch_of_stored_and_new_rows_adds_only_the_new_ones(pg_store().await.0).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_batch_of_stored_and_new_rows_adds_only_the_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    a_batch_of_stored_and_new_rows_adds_only_the_new_ones(sqlite_store(dir.path()).await).await;
+}
+
 /// Rows recorded while the database is unreachable survive a graceful restart in the spool and are replayed
 /// exactly once — even when a segment is replayed twice (a crash between insert and delete, simulated here by
 /// copying a segment).

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use super::spool::Spool;
-use super::sql::{self, KnownPartitions};
+use super::sql::{self, Destination, KnownPartitions};
 use super::{Counters, LedgerEntry, Row, SharedCounters};
 use crate::config::LedgerSettings;
 use crate::store::Store;
@@ -83,6 +83,7 @@ impl Ledger {
             flush_interval: settings.flush_interval,
             max_batch: settings.max_batch.max(1),
             known: KnownPartitions::new(),
+            sqlite: None,
             db_up: db_up.clone(),
             last_probe: None,
         };
@@ -180,6 +181,9 @@ struct Writer {
     flush_interval: Duration,
     max_batch: usize,
     known: KnownPartitions,
+    /// With SQLite, the writer's own connection, on a low-priority thread (opened on first use, dropped after a
+    /// failed write so the next one starts afresh).
+    sqlite: Option<sqlx::SqliteConnection>,
     db_up: Arc<AtomicBool>,
     last_probe: Option<Instant>,
 }
@@ -228,6 +232,11 @@ impl Writer {
         }
         // The queue is closed and empty. One last try to empty the spool into the database.
         self.maybe_replay().await;
+        if let Some(conn) = self.sqlite.take()
+            && let Err(e) = sqlx::Connection::close(conn).await
+        {
+            tracing::debug!(error = %e, "closing the ledger's SQLite connection");
+        }
     }
 
     /// Writes one batch: to the database when it is reachable, else (or when the write fails) to the spool.
@@ -278,11 +287,13 @@ impl Writer {
 
     async fn insert(&mut self, rows: &[Row]) -> Result<(), String> {
         for chunk in rows.chunks(self.max_batch) {
-            let inserted =
-                tokio::time::timeout(INSERT_TIMEOUT, sql::insert(&self.store, chunk, &mut self.known))
-                    .await
-                    .map_err(|_| "insert timed out".to_owned())?
-                    .map_err(|e| e.to_string())?;
+            let written = tokio::time::timeout(INSERT_TIMEOUT, self.insert_chunk(chunk)).await;
+            if !matches!(written, Ok(Ok(_))) {
+                self.sqlite = None;
+            }
+            let inserted = written
+                .map_err(|_| "insert timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
             Counters::add(&self.counters.written, inserted as usize);
             Counters::add(
                 &self.counters.duplicates,
@@ -292,6 +303,31 @@ impl Writer {
         }
         self.db_up.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    async fn insert_chunk(&mut self, chunk: &[Row]) -> Result<u64, sqlx::Error> {
+        let pool = match &self.store {
+            Store::Postgres(pool) => {
+                return sql::insert(Destination::Postgres(pool), chunk, &mut self.known).await;
+            }
+            Store::Sqlite(pool) => pool,
+        };
+        if self.sqlite.is_none() {
+            match self.store.background_sqlite().await {
+                Some(Ok(conn)) => self.sqlite = Some(conn),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot open the ledger's own SQLite connection; using the pool")
+                }
+                None => {}
+            }
+        }
+        match &mut self.sqlite {
+            Some(conn) => sql::insert(Destination::Sqlite(conn), chunk, &mut self.known).await,
+            None => {
+                let mut conn = pool.acquire().await?;
+                sql::insert(Destination::Sqlite(&mut conn), chunk, &mut self.known).await
+            }
+        }
     }
 
     /// Replays the spool into the database if there is anything to replay and the database is (probably) up.
