@@ -1,0 +1,64 @@
+//! The ledger's embedded-database thread runs below the proxy's priority (Linux): `Store::background_sqlite`
+//! opens its connection from a thread that lowered its nice value, and sqlx's worker thread inherits it. Its own
+//! test binary, so that no other test's SQLite threads come and go while it counts them.
+#![cfg(target_os = "linux")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::sqlite_store;
+
+/// (thread name, nice value) from a `/proc/…/stat` file.
+fn name_and_nice(stat_file: &std::path::Path) -> Option<(String, i64)> {
+    let stat = std::fs::read_to_string(stat_file).ok()?;
+    let (head, tail) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_owned();
+    // Fields after the name start with the state (field 3); the nice value is field 19.
+    let nice = tail.split_whitespace().nth(16)?.parse().ok()?;
+    Some((name, nice))
+}
+
+/// (thread name, nice value) of every thread of this process.
+fn threads() -> Vec<(String, i64)> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| name_and_nice(&task.ok()?.path().join("stat")))
+        .collect()
+}
+
+fn sqlite_threads_at(nice: i64) -> usize {
+    threads()
+        .iter()
+        .filter(|(name, n)| name.starts_with("sqlx-sqlite") && *n == nice)
+        .count()
+}
+
+#[tokio::test]
+async fn the_ledger_connection_runs_ten_nice_levels_lower() {
+    // The pool's threads are started from this one and inherit its priority.
+    let base = name_and_nice(std::path::Path::new("/proc/thread-self/stat"))
+        .unwrap()
+        .1;
+    let lowered = (base + 10).min(19);
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    assert!(
+        sqlite_threads_at(base) >= 1,
+        "the pool's connections run at the process's priority"
+    );
+    assert_eq!(sqlite_threads_at(lowered), 0);
+
+    let conn = store.background_sqlite().await.expect("a SQLite store").unwrap();
+    assert_eq!(sqlite_threads_at(lowered), 1, "{:?}", threads());
+
+    sqlx::Connection::close(conn).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sqlite_threads_at(lowered) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        sqlite_threads_at(lowered),
+        0,
+        "closing the connection ends its thread"
+    );
+}
