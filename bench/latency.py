@@ -184,10 +184,11 @@ def main():
             d50, d99 = med(mode, rate, "direct", "p50_ms"), med(mode, rate, "direct", "p99_ms")
             for name in targets:
                 p50, p99 = med(mode, rate, name, "p50_ms"), med(mode, rate, name, "p99_ms")
-                cpu = (f"{med(mode, rate, name, 'cpu_us_per_req'):.0f} | {med(mode, rate, name, 'cpu_pct'):.0f}"
-                       if name in pids else "| ")
+                # The direct runs have no proxy process, hence no CPU figures.
+                cpu_us, cpu_pct = ((f"{med(mode, rate, name, 'cpu_us_per_req'):.0f}",
+                                    f"{med(mode, rate, name, 'cpu_pct'):.0f}") if name in pids else ("", ""))
                 print(f"| {mode} | {rate} | {name} | {med(mode, rate, name, 'rps'):.0f} | {p50:.3f} | {p99:.3f} | "
-                      f"{p50 - d50:+.3f} | {p99 - d99:+.3f} | {cpu} |")
+                      f"{p50 - d50:+.3f} | {p99 - d99:+.3f} | {cpu_us} | {cpu_pct} |")
     print()
     return save_results(a.work, "latency-bench.json", results)
 
