@@ -122,7 +122,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let config = load_config(&cli.config)?;
-            init_logging(Some(&config));
+            // Held until `serve` returns: dropping it writes out the log lines still queued.
+            let _log_writer = match crate::logging::init_server(&config.log) {
+                Ok(guard) => Some(guard),
+                Err(e) => {
+                    eprintln!("cannot initialise logging: {e}");
+                    None
+                }
+            };
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;

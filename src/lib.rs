@@ -32,6 +32,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod priority;
 pub mod providers;
 pub mod route;
 pub mod server;

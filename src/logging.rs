@@ -1,12 +1,16 @@
 //! Structured logs: `tracing` events rendered as text or JSON (`log.format`), filtered by `SWITCHYARD_LOG` (default
 //! `info,ort=warn`: ONNX Runtime is chatty at info), written to stderr so that stdout stays free for command output.
 //!
+//! The server writes its log through a background thread ([`init_server`]): a request formats its line and hands it
+//! over, and the thread writes whatever has piled up in one `write(2)`; the commands write to stderr directly.
+//!
 //! Every finished request produces exactly one event, target `switchyard::request`, built from its ledger entry by
 //! [`request`]. What a log line must never hold: an API key or upstream credential (the ledger entry carries neither,
 //! only the key's id, which is left out too), and a prompt unless an admin turned `log.prompts` on ([`prompt`]).
 
 use tracing::Level;
 use tracing::Subscriber;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -28,21 +32,61 @@ pub const DEFAULT_FILTER: &str = "info,ort=warn";
 pub enum LoggingError {
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
+    #[error("cannot start the log writer thread: {0}")]
+    Thread(std::io::Error),
 }
 
-/// Installs the process-wide subscriber: text or JSON as `settings` say (text without settings, for commands that
-/// run before a config is loaded), filtered by `SWITCHYARD_LOG` (`RUST_LOG` syntax; default [`DEFAULT_FILTER`]). Call once,
-/// from the CLI; tests build their own with [`subscriber`].
+/// How many bytes the log writer thread gathers before a write; it also writes whenever it has nothing more queued.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// How many lines may wait for the log writer thread: about a second at the proxy's peak rate on one core. Its
+/// ring is allocated whole (32 bytes a slot), so the library's default of 128k lines would hold 4 MB.
+const QUEUED_LINES: usize = 16 * 1024;
+
+/// Installs the process-wide subscriber for a command: text or JSON as `settings` say (text without settings, for
+/// commands that run before a config is loaded), filtered by `SWITCHYARD_LOG` (`RUST_LOG` syntax; default
+/// [`DEFAULT_FILTER`]), written straight to stderr. Call once, from the CLI; tests build their own with
+/// [`subscriber`].
 pub fn init(settings: Option<&LogSettings>) -> Result<(), LoggingError> {
-    let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
-        .parse_lossy(std::env::var(FILTER_ENV).unwrap_or_else(|_| DEFAULT_FILTER.to_owned()));
     let text = LogSettings {
         format: LogFormat::Text,
         prompts: false,
     };
-    tracing::subscriber::set_global_default(subscriber(settings.unwrap_or(&text), filter, std::io::stderr))
-        .map_err(|_| LoggingError::AlreadyInstalled)
+    install(subscriber(
+        settings.unwrap_or(&text),
+        filter_from_env(),
+        std::io::stderr,
+    ))
+}
+
+/// Installs the server's subscriber ([`init`]'s, as `settings` say), writing to stderr through a background thread
+/// of lower CPU priority ([`crate::priority`]), so that a request's log line costs its formatting and a hand-over,
+/// not a `write(2)` on the request path. Lines are never dropped: when [`QUEUED_LINES`] of them wait (stderr is
+/// stalled), the request that logs waits too, as it would writing directly. Keep the guard until the process ends: dropping it
+/// writes out what is queued.
+pub fn init_server(settings: &LogSettings) -> Result<WorkerGuard, LoggingError> {
+    let (writer, guard) = crate::priority::start_in_background("log-start", || {
+        NonBlockingBuilder::default()
+            .lossy(false)
+            .buffered_lines_limit(QUEUED_LINES)
+            .thread_name("log-writer")
+            .finish(std::io::BufWriter::with_capacity(
+                WRITE_BUFFER_BYTES,
+                std::io::stderr(),
+            ))
+    })
+    .map_err(LoggingError::Thread)?;
+    install(subscriber(settings, filter_from_env(), writer))?;
+    Ok(guard)
+}
+
+fn filter_from_env() -> EnvFilter {
+    EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .parse_lossy(std::env::var(FILTER_ENV).unwrap_or_else(|_| DEFAULT_FILTER.to_owned()))
+}
+
+fn install(subscriber: Box<dyn Subscriber + Send + Sync>) -> Result<(), LoggingError> {
+    tracing::subscriber::set_global_default(subscriber).map_err(|_| LoggingError::AlreadyInstalled)
 }
 
 /// The subscriber [`init`] installs, writing to `writer`.

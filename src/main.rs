@@ -2,6 +2,12 @@
 
 use clap::Parser;
 
+/// jemalloc instead of the platform allocator: a proxy allocates and frees small buffers on every request, and
+/// jemalloc's thread caches do that with less CPU than glibc's malloc (bench/README.md, "allocator").
+#[cfg(unix)]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = switchyard::cli::Cli::parse();

@@ -79,6 +79,10 @@ pub const ROUTE_HEADER: &str = "x-switchyard-route";
 pub const DIFFICULTY_HEADER: &str = "x-switchyard-difficulty";
 pub const OVERHEAD_HEADER: &str = "x-switchyard-overhead-ms";
 
+/// The status recorded for a stream the client left before it ended: nginx's 499 "client closed request", which
+/// log pipelines and dashboards already know, rather than a 5xx that would blame the upstream.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 /// How many response bytes of a non-streamed answer we hold at most (a runaway upstream must not exhaust memory).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -263,12 +267,14 @@ async fn run(
         .filter(|t| serves(t, call.endpoint))
         .collect();
 
+    // Whether `request` still holds exactly what the client sent (see `upstream_body`).
+    let mut pristine = true;
     for (attempt, target) in targets.iter().enumerate() {
         let reservation = match first_reservation.take() {
             Some(r) => r,
             None => reserve_for(&state, &call, &budgets, &facts, target).await?,
         };
-        let upstream_body = upstream_body(call.endpoint, &mut request, target)?;
+        let upstream_body = upstream_body(call.endpoint, &mut request, target, &body, &mut pristine)?;
         let upstream_request = match target.deployment.kind {
             ProviderKind::OpenAi => {
                 openai::build_request(&target.deployment, call.endpoint.openai_path(), upstream_body)?
@@ -468,23 +474,33 @@ async fn reserve_for(
 
 /// The body for one target. The request map is the client's, mutated in place (model, stream options); every
 /// field the client sent survives.
+///
+/// While `pristine` (the map is still what `client_body` parses to) and the target needs no change to it, the
+/// client's own bytes go out: no re-serialisation, whose cost grows with the prompt, and a byte-exact pass-through
+/// (key order, number spelling, escapes). `pristine` turns false once the map is rewritten.
 fn upstream_body(
     endpoint: Endpoint,
     request: &mut Map<String, Value>,
     target: &Target,
+    client_body: &Bytes,
+    pristine: &mut bool,
 ) -> Result<Bytes, Error> {
     let upstream_model = &target.model.upstream_model;
+    let same_model = || request.get("model").and_then(Value::as_str) == Some(upstream_model.as_str());
     let translated = match (target.deployment.kind, endpoint) {
         (ProviderKind::OpenAi, Endpoint::Messages) => {
             return Err(Error::internal("messages endpoint on an openai deployment"));
         }
         (ProviderKind::OpenAi, _) => {
-            openai::prepare_body(
-                request,
-                upstream_model,
-                target.deployment.azure_api_version.is_some(),
-            );
+            let azure = target.deployment.azure_api_version.is_some();
+            if *pristine && !openai::needs_rewrite(request, upstream_model, azure) {
+                return Ok(client_body.clone());
+            }
+            openai::prepare_body(request, upstream_model, azure);
             None
+        }
+        (ProviderKind::Anthropic, Endpoint::Messages) if *pristine && same_model() => {
+            return Ok(client_body.clone());
         }
         (ProviderKind::Anthropic, Endpoint::ChatCompletions) => Some(
             anthropic::chat_request_to_messages(request, upstream_model).map_err(|e| {
@@ -508,6 +524,7 @@ fn upstream_body(
             .with_param("model"));
         }
     };
+    *pristine = false;
     let bytes = match translated {
         Some(value) => serde_json::to_vec(&value),
         None => serde_json::to_vec(request),
@@ -1082,7 +1099,12 @@ impl AccountedStream {
             usage: usage.unwrap_or_default(),
             estimated: false,
             status,
-            http_status: if status == Status::Ok { 200 } else { 502 },
+            // The client saw a 200 head either way; the row says how the stream ended.
+            http_status: match status {
+                Status::Ok => 200,
+                Status::Cancelled => CLIENT_CLOSED_REQUEST,
+                Status::Failed | Status::Rejected => 502,
+            },
             ttft: self.ttft,
         };
         match usage {

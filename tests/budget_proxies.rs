@@ -138,6 +138,15 @@ async fn three_proxy_processes_hold_one_team_budget() {
         "3 proxies: {ok} served, {refused} refused (429), {rows} ok rows, recorded ${spent} against $0.01"
     );
     assert_eq!(rows as usize, ok, "one ledger row per served request");
+    // Each process writes its log through a background thread; a graceful stop writes out every queued line.
+    let logged = outputs
+        .iter()
+        .flat_map(|o| o.lines())
+        .filter(|l| {
+            l.contains("request finished") && (l.contains("status=\"ok\"") || l.contains("status=ok"))
+        })
+        .count();
+    assert_eq!(logged, ok, "one log line per served request");
     assert!(refused > 0, "the budget must run out");
     assert!(
         spent <= Decimal::new(1, 2) + Decimal::from(REPLICAS as u64) * one_reservation,

@@ -41,6 +41,23 @@ async fn rows(store: &Store) -> Vec<(String, String, i64, i64, Decimal, String, 
     }
 }
 
+/// The HTTP status recorded for one request.
+async fn http_status(store: &Store, request_id: &str) -> i64 {
+    let sql = "SELECT CAST(http_status AS BIGINT) FROM ledger WHERE request_id = $1";
+    match store {
+        Store::Postgres(pool) => sqlx::query_scalar(sql)
+            .bind(request_id)
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+        Store::Sqlite(pool) => sqlx::query_scalar(sql)
+            .bind(request_id)
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+    }
+}
+
 async fn wait_for_rows(store: &Store, n: usize) -> Vec<(String, String, i64, i64, Decimal, String, bool)> {
     for _ in 0..200 {
         let r = rows(store).await;
@@ -128,6 +145,12 @@ async fn every_request_is_charged_once(db: Db) {
     assert_eq!((c.1.as_str(), c.2, c.3, c.4), ("claude", 4, 8, claude), "{c:?}");
     let g = by_id("r-gone");
     assert_eq!(g.5, "cancelled", "{g:?}");
+    assert_eq!(
+        http_status(&p.state.store, "r-gone").await,
+        i64::from(switchyard::pipeline::CLIENT_CLOSED_REQUEST),
+        "a client that left is not an upstream failure"
+    );
+    assert_eq!(http_status(&p.state.store, "r-stream").await, 200);
     assert_eq!(got.iter().filter(|r| r.0 == "r-plain").count(), 1);
 
     // The same numbers through the admin endpoint.

@@ -35,6 +35,7 @@ macro_rules! on_both_stores {
 
 on_both_stores!(
     chat_passthrough_keeps_unknown_fields_and_rewrites_model,
+    a_body_that_needs_no_rewrite_reaches_the_upstream_byte_for_byte,
     streaming_removes_the_usage_chunk_the_client_did_not_ask_for,
     streaming_keeps_the_usage_chunk_the_client_asked_for,
     auth_errors_use_openai_shape,
@@ -581,6 +582,40 @@ async fn graceful_shutdown_lets_streams_finish(db: Db) {
         )
         .await;
     assert!(refused.is_err());
+}
+
+async fn a_body_that_needs_no_rewrite_reaches_the_upstream_byte_for_byte(db: Db) {
+    let (upstream, p) = TestProxy::with_mock(db).await;
+    let auth = p.auth();
+    let url = format!("{}/v1/chat/completions", p.url);
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    // Spellings a parse and re-serialisation would change: key order, `1.0`, an escaped character, spaces.
+    let tail = r#""messages": [{"role": "user", "content": "caf\u00e9"}], "temperature": 1.0, "top_p": 1e0}"#;
+
+    // "big" is known upstream by its own name: nothing to rewrite, so the client's bytes go out as they are.
+    let sent = format!(r#"{{"x_first": true, "model": "big", {tail}"#);
+    let r = send(Method::POST, &url, &headers, Bytes::from(sent.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(upstream.last_request().raw_body, Bytes::from(sent));
+
+    // A stream must ask for usage, so its body is rewritten, and every field still arrives.
+    let sent = format!(r#"{{"model": "big", "stream": true, {tail}"#);
+    let r = send(Method::POST, &url, &headers, Bytes::from(sent.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let seen = upstream.last_request();
+    assert_ne!(seen.raw_body, Bytes::from(sent));
+    assert_eq!(seen.body["stream_options"]["include_usage"], true);
+    assert_eq!(seen.body["messages"][0]["content"], "café");
+
+    // So is one whose model has another upstream id.
+    let sent = format!(r#"{{"model": "small", {tail}"#);
+    let r = send(Method::POST, &url, &headers, Bytes::from(sent)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(upstream.last_request().model(), Some("small-upstream-id"));
+    p.stop().await;
 }
 
 async fn fallback_deployment_serves_when_the_first_is_down(db: Db) {

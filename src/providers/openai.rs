@@ -20,6 +20,15 @@ pub fn prepare_body(body: &mut Map<String, Value>, upstream_model: &str, azure: 
     crate::usage::request_stream_usage(body);
 }
 
+/// Whether [`prepare_body`] would change `body`: the upstream knows the model by another id, or a stream does not
+/// ask for usage yet. When it would not, the client's bytes can be sent as they are.
+pub fn needs_rewrite(body: &Map<String, Value>, upstream_model: &str, azure: bool) -> bool {
+    let renamed = !azure && body.get("model").and_then(Value::as_str) != Some(upstream_model);
+    let adds_usage =
+        body.get("stream").and_then(Value::as_bool) == Some(true) && !crate::usage::wants_stream_usage(body);
+    renamed || adds_usage
+}
+
 /// Builds the upstream request for `path` (e.g. `/chat/completions`).
 pub fn build_request(
     deployment: &Deployment,
@@ -69,5 +78,48 @@ mod tests {
             body["model"], "azure-name",
             "Azure picks the model by URL; the field is left as sent"
         );
+    }
+
+    #[test]
+    fn needs_rewrite_is_true_exactly_when_prepare_body_changes_the_body() {
+        let cases = [
+            (json!({"model": "m"}), "m", false, false),
+            (json!({"model": "m"}), "m-upstream", false, true),
+            (json!({"model": "m"}), "m-upstream", true, false),
+            (json!({"messages": []}), "m", false, true),
+            (json!({"model": "m", "stream": false}), "m", false, false),
+            (json!({"model": "m", "stream": true}), "m", false, true),
+            (json!({"model": "m", "stream": true}), "other", true, true),
+            (
+                json!({"model": "m", "stream": true, "stream_options": {"include_usage": true}}),
+                "m",
+                false,
+                false,
+            ),
+            (
+                json!({"model": "m", "stream": true, "stream_options": {"include_usage": false}}),
+                "m",
+                false,
+                true,
+            ),
+            (
+                json!({"model": "m", "stream": true, "stream_options": "x"}),
+                "m",
+                false,
+                true,
+            ),
+            (json!({"model": 7, "stream": "yes"}), "m", false, true),
+        ];
+        for (body, upstream, azure, expected) in cases {
+            let map = body.as_object().unwrap().clone();
+            let mut prepared = map.clone();
+            prepare_body(&mut prepared, upstream, azure);
+            assert_eq!(prepared != map, expected, "{body} → {upstream} (azure {azure})");
+            assert_eq!(
+                needs_rewrite(&map, upstream, azure),
+                expected,
+                "{body} → {upstream} (azure {azure})"
+            );
+        }
     }
 }

@@ -14,11 +14,6 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions as _, PgPool, SqliteConnection, SqlitePool};
 
-/// How much lower than the process the CPU priority (nice value) of a background SQLite connection's thread is.
-/// On a contended core the scheduler then gives it about a tenth of the time and lets a request preempt it; the
-/// ledger, its only user, needs a few per cent at the proxy's peak rate and buffers the rest in its queue.
-const BACKGROUND_NICE_OFFSET: i32 = 10;
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -127,7 +122,7 @@ impl Store {
         let spawned = std::thread::Builder::new()
             .name("sqlite-connect".to_owned())
             .spawn(move || {
-                lower_thread_priority(BACKGROUND_NICE_OFFSET);
+                crate::priority::lower_thread_priority(crate::priority::BACKGROUND_NICE_OFFSET);
                 drop(tx.send(runtime.block_on(options.connect())));
             });
         if let Err(e) = spawned {
@@ -146,19 +141,3 @@ impl Store {
         }
     }
 }
-
-/// Lowers the calling thread's CPU priority by `offset` nice levels (at most to 19). Linux keeps a nice value per
-/// thread and a new thread inherits its creator's. A failure only costs latency, so it is logged, not returned.
-#[cfg(target_os = "linux")]
-fn lower_thread_priority(offset: i32) {
-    use rustix::process::{getpriority_process, setpriority_process};
-    let tid = rustix::thread::gettid();
-    let lowered = getpriority_process(Some(tid))
-        .and_then(|current| setpriority_process(Some(tid), (current + offset).min(19)));
-    if let Err(e) = lowered {
-        tracing::debug!(error = %e, "cannot lower a background thread's priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_thread_priority(_offset: i32) {}

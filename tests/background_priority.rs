@@ -1,12 +1,14 @@
-//! The ledger's embedded-database thread runs below the proxy's priority (Linux): `Store::background_sqlite`
-//! opens its connection from a thread that lowered its nice value, and sqlx's worker thread inherits it. Its own
-//! test binary, so that no other test's SQLite threads come and go while it counts them.
+//! Background threads run below the proxy's priority (Linux, `switchyard::priority`): the ledger's embedded-database
+//! thread (`Store::background_sqlite` opens its connection from a thread that lowered its nice value, and sqlx's
+//! worker thread inherits it) and the server's log writer. Its own test binary, so that no other test's threads
+//! come and go while it counts them, and so that the server's global log subscriber can be installed.
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use support::sqlite_store;
+use switchyard::config::{LogFormat, LogSettings};
 
 /// (thread name, nice value) from a `/proc/…/stat` file.
 fn name_and_nice(stat_file: &std::path::Path) -> Option<(String, i64)> {
@@ -26,6 +28,12 @@ fn threads() -> Vec<(String, i64)> {
         .collect()
 }
 
+fn this_threads_nice() -> i64 {
+    name_and_nice(std::path::Path::new("/proc/thread-self/stat"))
+        .unwrap()
+        .1
+}
+
 fn sqlite_threads_at(nice: i64) -> usize {
     threads()
         .iter()
@@ -36,9 +44,7 @@ fn sqlite_threads_at(nice: i64) -> usize {
 #[tokio::test]
 async fn the_ledger_connection_runs_ten_nice_levels_lower() {
     // The pool's threads are started from this one and inherit its priority.
-    let base = name_and_nice(std::path::Path::new("/proc/thread-self/stat"))
-        .unwrap()
-        .1;
+    let base = this_threads_nice();
     let lowered = (base + 10).min(19);
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(dir.path()).await;
@@ -61,4 +67,21 @@ async fn the_ledger_connection_runs_ten_nice_levels_lower() {
         0,
         "closing the connection ends its thread"
     );
+}
+
+#[test]
+fn the_servers_log_writer_runs_ten_nice_levels_lower() {
+    let base = this_threads_nice();
+    let settings = LogSettings {
+        format: LogFormat::Text,
+        prompts: false,
+    };
+    let guard = switchyard::logging::init_server(&settings).unwrap();
+    let writers: Vec<i64> = threads()
+        .into_iter()
+        .filter(|(name, _)| name == "log-writer")
+        .map(|(_, nice)| nice)
+        .collect();
+    assert_eq!(writers, vec![(base + 10).min(19)], "{:?}", threads());
+    drop(guard);
 }
