@@ -7,6 +7,7 @@
 set -euo pipefail
 command -v oha >/dev/null || { echo "oha is missing: cargo install oha --locked"; exit 1; }
 . "$(dirname "$0")/common.sh"
+build_switchyard
 trap 'kill "${mock:-}" 2>/dev/null || true' EXIT
 
 start_mock

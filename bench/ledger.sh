@@ -9,6 +9,7 @@ server="${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
 db="switchyard_ledger_bench"
 command -v oha >/dev/null || { echo "oha is missing: cargo install oha --locked"; exit 1; }
 . "$(dirname "$0")/common.sh"
+build_switchyard
 trap 'kill "${mock:-}" 2>/dev/null || true' EXIT
 
 start_mock

@@ -7,6 +7,7 @@
 set -euo pipefail
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk"; exit 1; }
 . "$(dirname "$0")/common.sh"
+build_switchyard
 trap 'kill "${pid:-}" 2>/dev/null || true' EXIT
 export SWITCHYARD_CONFIG="$root/bench/switchyard-bench.yaml"
 export DATABASE_URL="sqlite://$work/bench.sqlite?mode=rwc"
