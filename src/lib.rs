@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod budget;
 pub mod classify;
 pub mod cli;

@@ -61,8 +61,8 @@ pub fn init(settings: Option<&LogSettings>) -> Result<(), LoggingError> {
 /// Installs the server's subscriber ([`init`]'s, as `settings` say), writing to stderr through a background thread
 /// of lower CPU priority ([`crate::priority`]), so that a request's log line costs its formatting and a hand-over,
 /// not a `write(2)` on the request path. Lines are never dropped: when [`QUEUED_LINES`] of them wait (stderr is
-/// stalled), the request that logs waits too, as it would writing directly. Keep the guard until the process ends: dropping it
-/// writes out what is queued.
+/// stalled), the request that logs waits too, as it would writing directly. Keep the guard until the process
+/// ends: dropping it writes out what is queued.
 pub fn init_server(settings: &LogSettings) -> Result<WorkerGuard, LoggingError> {
     let (writer, guard) = crate::priority::start_in_background("log-start", || {
         NonBlockingBuilder::default()

@@ -3,7 +3,7 @@
 use clap::Parser;
 
 /// jemalloc instead of the platform allocator: a proxy allocates and frees small buffers on every request, and
-/// jemalloc's thread caches do that with less CPU than glibc's malloc (bench/README.md, "allocator").
+/// jemalloc's thread caches do that with less CPU than glibc's malloc (measured in bench/README.md, `bench/ab.sh`).
 #[cfg(unix)]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -86,11 +86,13 @@ pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// How many response bytes of a non-streamed answer we hold at most (a runaway upstream must not exhaust memory).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Error> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Error::invalid_request("The request body must be a JSON object.")),
-        Err(e) => Err(Error::invalid_request(format!(
+fn parse_object(body: &[u8]) -> Result<crate::body::ClientBody, Error> {
+    match crate::body::parse(body) {
+        Ok(parsed) => Ok(parsed),
+        Err(crate::body::BodyError::NotAnObject) => {
+            Err(Error::invalid_request("The request body must be a JSON object."))
+        }
+        Err(crate::body::BodyError::Json(e)) => Err(Error::invalid_request(format!(
             "We could not parse the JSON body of your request. ({e}) Send valid JSON with Content-Type: application/json."
         ))),
     }
@@ -200,7 +202,8 @@ async fn run(
     body: Bytes,
     upstream_wait: &mut Duration,
 ) -> Result<Response, Error> {
-    let mut request = parse_object(&body)?;
+    let parsed = parse_object(&body)?;
+    let mut request = parsed.object;
     let requested = match request.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         _ => return Err(Error::invalid_request("You must provide a model parameter.").with_param("model")),
@@ -267,8 +270,9 @@ async fn run(
         .filter(|t| serves(t, call.endpoint))
         .collect();
 
-    // Whether `request` still holds exactly what the client sent (see `upstream_body`).
-    let mut pristine = true;
+    // Whether the client's bytes still say exactly what `request` says (see `upstream_body`): not after a rewrite,
+    // and not when the body repeats a key, which other parsers may read differently from serde_json.
+    let mut pristine = !parsed.repeats_a_key;
     for (attempt, target) in targets.iter().enumerate() {
         let reservation = match first_reservation.take() {
             Some(r) => r,

@@ -615,6 +615,17 @@ async fn a_body_that_needs_no_rewrite_reaches_the_upstream_byte_for_byte(db: Db)
     let r = send(Method::POST, &url, &headers, Bytes::from(sent)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(upstream.last_request().model(), Some("small-upstream-id"));
+
+    // And one that repeats a key: a parser that keeps the first value would read "small" where Switchyard, which
+    // keeps the last, routed and billed "big"; the upstream gets one "model", the one billed.
+    let sent = format!(r#"{{"model": "small", "model": "big", {tail}"#);
+    let r = send(Method::POST, &url, &headers, Bytes::from(sent)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-switchyard-model"), Some("big"));
+    let raw = upstream.last_request().raw_body;
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(text.matches("\"model\"").count(), 1, "{text}");
+    assert_eq!(upstream.last_request().model(), Some("big"));
     p.stop().await;
 }
 
