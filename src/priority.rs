@@ -28,19 +28,27 @@ pub fn lower_thread_priority(offset: i32) {
 #[cfg(not(target_os = "linux"))]
 pub fn lower_thread_priority(_offset: i32) {}
 
-/// Runs `start` on a short-lived thread named `name` whose priority is [`BACKGROUND_NICE_OFFSET`] lower, and
-/// returns what it returned: the threads `start` spawns inherit that priority. Blocks until `start` returns.
+/// Spawns a thread named `name` that lowers its own priority by [`BACKGROUND_NICE_OFFSET`] and then runs `run`:
+/// the threads `run` spawns inherit that priority.
+pub fn spawn_lowered<T, F>(name: &str, run: F) -> std::io::Result<std::thread::JoinHandle<T>>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        lower_thread_priority(BACKGROUND_NICE_OFFSET);
+        run()
+    })
+}
+
+/// [`spawn_lowered`], waiting for `start` to return and returning what it returned. Blocks: for start-up code, not
+/// for async tasks.
 pub fn start_in_background<T, F>(name: &str, start: F) -> std::io::Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            lower_thread_priority(BACKGROUND_NICE_OFFSET);
-            start()
-        })?
+    spawn_lowered(name, start)?
         .join()
         .map_err(|_| std::io::Error::other(format!("the {name} thread panicked")))
 }

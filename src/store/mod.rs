@@ -119,12 +119,9 @@ impl Store {
         // sqlx starts the connection's worker thread from the thread that first polls `connect`, and a thread
         // inherits its creator's priority; so the connection is opened from a short-lived thread that lowered its
         // own priority first.
-        let spawned = std::thread::Builder::new()
-            .name("sqlite-connect".to_owned())
-            .spawn(move || {
-                crate::priority::lower_thread_priority(crate::priority::BACKGROUND_NICE_OFFSET);
-                drop(tx.send(runtime.block_on(options.connect())));
-            });
+        let spawned = crate::priority::spawn_lowered("sqlite-connect", move || {
+            drop(tx.send(runtime.block_on(options.connect())));
+        });
         if let Err(e) = spawned {
             return Some(Err(StoreError::Sqlx(sqlx::Error::Io(e))));
         }
