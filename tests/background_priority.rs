@@ -1,7 +1,8 @@
 //! Background threads run below the proxy's priority (Linux, `switchyard::priority`): the ledger's embedded-database
 //! thread (`Store::background_sqlite` opens its connection from a thread that lowered its nice value, and sqlx's
 //! worker thread inherits it) and the server's log writer. Its own test binary, so that no other test's threads
-//! come and go while it counts them, and so that the server's global log subscriber can be installed.
+//! come and go while it counts them, and so that the server's global log subscriber can be installed. The log
+//! writer also rests between writes, so that it is not woken once per line.
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -55,6 +56,11 @@ async fn the_ledger_connection_runs_ten_nice_levels_lower() {
     assert_eq!(sqlite_threads_at(lowered), 0);
 
     let conn = store.background_sqlite().await.expect("a SQLite store").unwrap();
+    // A new thread names itself once it first runs, which may be a moment after the connection is handed over.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sqlite_threads_at(lowered) == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(sqlite_threads_at(lowered), 1, "{:?}", threads());
 
     sqlx::Connection::close(conn).await.unwrap();
@@ -77,11 +83,47 @@ fn the_servers_log_writer_runs_ten_nice_levels_lower() {
         prompts: false,
     };
     let guard = switchyard::logging::init_server(&settings).unwrap();
-    let writers: Vec<i64> = threads()
-        .into_iter()
-        .filter(|(name, _)| name == "log-writer")
-        .map(|(_, nice)| nice)
-        .collect();
+    let writers = || -> Vec<i64> {
+        threads()
+            .into_iter()
+            .filter(|(name, _)| name == "log-writer")
+            .map(|(_, nice)| nice)
+            .collect()
+    };
+    // The thread names itself once it first runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while writers().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let writers = writers();
     assert_eq!(writers, vec![(base + 10).min(19)], "{:?}", threads());
+
+    // 200 lines a millisecond apart, as requests at 1,000/s log them: the writer, resting 10 ms after each write,
+    // is woken a few dozen times, not once a line (about 200 context switches without the rest).
+    let before = log_writer_context_switches();
+    for i in 0..200 {
+        tracing::info!(target: "pace", "line {i}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let switches = log_writer_context_switches() - before;
+    assert!(switches < 100, "{switches} context switches for 200 lines");
     drop(guard);
+}
+
+/// Voluntary context switches of the `log-writer` thread so far: each time it waited for a line or rested.
+fn log_writer_context_switches() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let (name, _) = name_and_nice(&path.join("stat"))?;
+            (name == "log-writer").then(|| std::fs::read_to_string(path.join("status")).ok())?
+        })
+        .flat_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
 }
