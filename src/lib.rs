@@ -35,6 +35,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod priority;
 pub mod providers;
+pub mod rounds;
 pub mod route;
 pub mod server;
 pub mod sse;

@@ -753,15 +753,21 @@ async fn respond(
             finisher.headers(headers);
         }
         let idle = finisher.target.deployment.timeouts.first_byte;
+        let now = tokio::time::Instant::now();
         let stream = AccountedStream {
             body,
             processor,
             pending: VecDeque::new(),
+            pending_bytes: 0,
+            bursting: false,
+            yielded_in: None,
+            yields: 0,
             finisher: Some(finisher),
             sent,
             ttft: None,
             idle_timeout: idle,
-            idle: Box::pin(tokio::time::sleep(idle)),
+            last_data: now,
+            idle: Box::pin(tokio::time::sleep_until(now + idle)),
             done: false,
         };
         return builder
@@ -1080,15 +1086,42 @@ impl StreamProcessor for MessagesPassthrough {
     }
 }
 
+/// The most bytes of frames [`AccountedStream`] gathers for one write to the client.
+const MAX_BATCH_BYTES: usize = 16 * 1024;
+/// Upstream chunks closer together than this are a burst: the next is likely decoded already.
+const BURST_GAP: Duration = Duration::from_millis(1);
+/// The most times [`AccountedStream`] yields for one chunk.
+const MAX_YIELDS: u8 = 4;
+
 /// The streamed response body. Charges what was generated on end, on upstream failure and on drop.
+///
+/// Frames of a burst go to the client in one write. hyper's client body hands over one chunk per poll, and the
+/// upstream connection's task must run between two chunks even when both came in one read; hyper's server flushes
+/// whenever the body is pending. So when a chunk came within [`BURST_GAP`] of the one before and the upstream is
+/// pending, the stream yields to the scheduler (the upstream connection's task, just woken, runs first) and
+/// writes what it holds once a scheduler round brings nothing new. An upstream that sends several events at once
+/// (a stream's head and tail, a fast local model, a proxy saturated with work) costs one `writev` and one wake-up
+/// of the client for them instead of one each. Chunks spaced by token time go out as they come, with no yield.
 struct AccountedStream {
     body: Incoming,
     processor: Box<dyn StreamProcessor>,
+    /// Frames for the client, not yet handed to hyper.
     pending: VecDeque<Bytes>,
+    pending_bytes: usize,
+    /// The last chunk came within [`BURST_GAP`] of the one before.
+    bursting: bool,
+    /// The connection poll ([`crate::rounds`]) in which the stream yielded to gather a burst, if it did.
+    yielded_in: Option<u64>,
+    /// Yields since the last chunk, capped at [`MAX_YIELDS`] (a body polled outside a counted connection would
+    /// otherwise never see the round change).
+    yields: u8,
     finisher: Option<Finisher>,
     sent: Instant,
     ttft: Option<Duration>,
     idle_timeout: Duration,
+    /// When the upstream last sent anything. The idle timer is moved only when it fires: resetting it on every
+    /// chunk would take the timer wheel's lock once per frame.
+    last_data: tokio::time::Instant,
     idle: Pin<Box<tokio::time::Sleep>>,
     done: bool,
 }
@@ -1122,6 +1155,43 @@ impl AccountedStream {
         let body = Error::upstream_failed(message).to_json();
         Bytes::from(format!("data: {body}\n\n"))
     }
+
+    fn queue(&mut self, frames: impl IntoIterator<Item = Bytes>) {
+        for frame in frames {
+            self.pending_bytes += frame.len();
+            self.pending.push_back(frame);
+        }
+    }
+
+    /// The frames held, as one buffer (copied together only when there are several).
+    fn take_batch(&mut self) -> Option<Bytes> {
+        self.pending_bytes = 0;
+        self.yielded_in = None;
+        self.yields = 0;
+        if self.pending.len() <= 1 {
+            return self.pending.pop_front();
+        }
+        let mut joined = bytes::BytesMut::with_capacity(self.pending.iter().map(Bytes::len).sum());
+        for frame in self.pending.drain(..) {
+            joined.extend_from_slice(&frame);
+        }
+        Some(joined.freeze())
+    }
+
+    /// True when the upstream has sent nothing for the idle timeout. The timer was set for the last deadline
+    /// known; when it fires after newer data, it is moved to that data's deadline and polled again to register.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.idle.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let deadline = self.last_data + self.idle_timeout;
+            if deadline <= tokio::time::Instant::now() {
+                return true;
+            }
+            self.idle.as_mut().reset(deadline);
+        }
+    }
 }
 
 impl Stream for AccountedStream {
@@ -1130,11 +1200,8 @@ impl Stream for AccountedStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            if let Some(bytes) = this.pending.pop_front() {
-                return Poll::Ready(Some(Ok(bytes)));
-            }
-            if this.done {
-                return Poll::Ready(None);
+            if this.done || this.pending_bytes >= MAX_BATCH_BYTES {
+                return Poll::Ready(this.take_batch().map(Ok));
             }
             match Pin::new(&mut this.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -1142,15 +1209,19 @@ impl Stream for AccountedStream {
                     if this.ttft.is_none() {
                         this.ttft = Some(this.sent.elapsed());
                     }
-                    let deadline = tokio::time::Instant::now() + this.idle_timeout;
-                    this.idle.as_mut().reset(deadline);
+                    let now = tokio::time::Instant::now();
+                    this.bursting = now.duration_since(this.last_data) < BURST_GAP;
+                    this.last_data = now;
+                    // More data after a yield: the upstream may have still more, so it earns another.
+                    this.yielded_in = None;
+                    this.yields = 0;
                     match this.processor.push(&data) {
-                        Ok(frames) => this.pending.extend(frames),
+                        Ok(frames) => this.queue(frames),
                         Err(e) => {
                             tracing::warn!(error = %e, "malformed upstream stream");
-                            this.pending.push_back(Self::error_frame(
+                            this.queue([Self::error_frame(
                                 "The upstream provider sent a malformed stream.",
-                            ));
+                            )]);
                             this.done = true;
                             this.close(Status::Failed);
                         }
@@ -1158,32 +1229,47 @@ impl Stream for AccountedStream {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     tracing::warn!(error = %e, "upstream stream broke off");
-                    this.pending.extend(this.processor.finish());
-                    this.pending
-                        .push_back(Self::error_frame("The upstream provider broke off the stream."));
+                    let rest = this.processor.finish();
+                    this.queue(rest);
+                    this.queue([Self::error_frame("The upstream provider broke off the stream.")]);
                     this.done = true;
                     this.close(Status::Failed);
                 }
                 Poll::Ready(None) => {
-                    this.pending.extend(this.processor.finish());
+                    let rest = this.processor.finish();
+                    this.queue(rest);
                     this.done = true;
                     if this.processor.completed() {
                         this.close(Status::Ok);
                     } else {
-                        this.pending
-                            .push_back(Self::error_frame("The upstream provider ended the stream early."));
+                        this.queue([Self::error_frame("The upstream provider ended the stream early.")]);
                         this.close(Status::Failed);
                     }
                 }
-                Poll::Pending => {
-                    if this.idle.as_mut().poll(cx).is_ready() {
-                        this.pending
-                            .push_back(Self::error_frame("The upstream provider stopped sending."));
+                Poll::Pending if this.pending.is_empty() => {
+                    if this.idle_expired(cx) {
+                        this.queue([Self::error_frame("The upstream provider stopped sending.")]);
                         this.done = true;
                         this.close(Status::Failed);
                         continue;
                     }
                     return Poll::Pending;
+                }
+                Poll::Pending => {
+                    let round = crate::rounds::current();
+                    if this.bursting
+                        && this.yields < MAX_YIELDS
+                        && this.yielded_in.is_none_or(|yielded| yielded == round)
+                    {
+                        // Woken from inside its own poll, the task goes to the back of the run queue, behind the
+                        // upstream connection's task this poll woke. Polled again within the same connection
+                        // poll (hyper does), it waits for that round still.
+                        this.yielded_in = Some(round);
+                        this.yields += 1;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(this.take_batch().map(Ok));
                 }
             }
         }

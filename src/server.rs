@@ -228,7 +228,7 @@ pub async fn serve(
                     .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                     .into_owned();
                 tokio::spawn(async move {
-                    if let Err(e) = watcher.watch(conn).await {
+                    if let Err(e) = crate::rounds::counted(watcher.watch(conn)).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
@@ -247,7 +247,7 @@ pub async fn serve(
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
+                    if let Err(e) = crate::rounds::counted(watcher.watch(conn)).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });

@@ -13,6 +13,8 @@
 //! leading space after the colon is removed, lines starting with `:` are comments, and a line without a colon is a
 //! field name with an empty value.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
@@ -186,7 +188,7 @@ impl SseParser {
 /// the buffer may be the first half of `\r\n`, so it only counts as a terminator when `at_eof`.
 fn next_line(buf: &[u8], from: usize, at_eof: bool) -> Option<(usize, usize)> {
     let rest = buf.get(from..)?;
-    let rel = rest.iter().position(|&b| b == b'\n' || b == b'\r')?;
+    let rel = memchr::memchr2(b'\n', b'\r', rest)?;
     let i = from + rel;
     if buf.get(i) == Some(&b'\n') {
         return Some((i, i + 1));
@@ -216,7 +218,7 @@ fn parse_frame(raw: Bytes) -> SseEvent {
         if line.is_empty() || line.first() == Some(&b':') {
             continue;
         }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
+        let (name, value) = match memchr::memchr(b':', line) {
             Some(c) => {
                 let v = line.get(c + 1..).unwrap_or_default();
                 (
@@ -228,10 +230,14 @@ fn parse_frame(raw: Bytes) -> SseEvent {
         };
         // A UTF-8 byte-order mark may open a stream; it is not part of the first field name.
         let name = name.strip_prefix("\u{feff}".as_bytes()).unwrap_or(name);
-        let value = String::from_utf8_lossy(value);
+        // Validation alone for the usual valid UTF-8 (`from_utf8_lossy` walks it more slowly).
+        let value = match std::str::from_utf8(value) {
+            Ok(valid) => Cow::Borrowed(valid),
+            Err(_) => String::from_utf8_lossy(value),
+        };
         match name {
             b"data" => {
-                let d = data.get_or_insert_with(String::new);
+                let d = data.get_or_insert_with(|| String::with_capacity(value.len() + 1));
                 d.push_str(&value);
                 d.push('\n');
             }

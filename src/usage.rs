@@ -30,6 +30,11 @@
 //! `continuous_usage_stats`, Anthropic's `message_start`/`message_delta`), so [`Usage::absorb`] keeps the field-wise
 //! maximum rather than adding. Use `+`/`+=` only to total *separate* requests.
 
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use memchr::memmem;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -250,18 +255,18 @@ impl OpenAiStreamUsage {
                 for c in chunk.choices {
                     self.saw_finish |= c.finish_reason.is_some();
                     let d = c.delta.unwrap_or_default();
-                    for t in [c.text, d.content, d.reasoning_content].into_iter().flatten() {
+                    for Text(t) in [c.text, d.content, d.reasoning_content].into_iter().flatten() {
                         self.generated.push_str(&t);
                     }
                     for call in d.tool_calls.unwrap_or_default() {
                         let f = call.function.unwrap_or_default();
-                        for t in [f.name, f.arguments].into_iter().flatten() {
+                        for Text(t) in [f.name, f.arguments].into_iter().flatten() {
                             self.generated.push_str(&t);
                         }
                     }
                 }
             }
-        } else if data.contains("\"finish_reason\":\"") {
+        } else if memmem::find(data.as_bytes(), b"\"finish_reason\":\"").is_some() {
             self.saw_finish = true;
         }
         if !may_carry_usage(data) {
@@ -299,8 +304,9 @@ impl OpenAiStreamUsage {
 
 /// Cheap pre-check before a full JSON parse: does `"usage"` appear followed by `{`?
 fn may_carry_usage(data: &str) -> bool {
+    static USAGE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("\"usage\""));
     let mut rest = data;
-    while let Some(i) = rest.find("\"usage\"") {
+    while let Some(i) = USAGE.find(rest.as_bytes()) {
         rest = rest.get(i + 7..).unwrap_or("");
         let after = rest.trim_start();
         if let Some(after) = after.strip_prefix(':')
@@ -312,37 +318,51 @@ fn may_carry_usage(data: &str) -> bool {
     false
 }
 
-/// Just the fields of a chunk that text capture reads; serde skips the rest.
+/// A string borrowed from the frame when it has no escapes (serde borrows a `Cow` only as a direct field, not
+/// inside an `Option`).
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Just the fields of a chunk that text capture reads; serde skips the rest. Strings without escapes are
+/// borrowed from the frame, so capture allocates nothing per frame but the text it keeps.
 #[derive(Deserialize, Default)]
-struct LiteChunk {
-    #[serde(default)]
-    choices: Vec<LiteChoice>,
+struct LiteChunk<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<LiteChoice<'a>>,
 }
 
 #[derive(Deserialize, Default)]
-struct LiteChoice {
-    delta: Option<LiteDelta>,
+struct LiteChoice<'a> {
+    #[serde(borrow)]
+    delta: Option<LiteDelta<'a>>,
     /// Legacy completions stream `text` instead of a delta.
-    text: Option<String>,
-    finish_reason: Option<String>,
+    #[serde(borrow)]
+    text: Option<Text<'a>>,
+    finish_reason: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize, Default)]
-struct LiteDelta {
-    content: Option<String>,
-    reasoning_content: Option<String>,
-    tool_calls: Option<Vec<LiteToolCall>>,
+struct LiteDelta<'a> {
+    #[serde(borrow)]
+    content: Option<Text<'a>>,
+    #[serde(borrow)]
+    reasoning_content: Option<Text<'a>>,
+    #[serde(borrow)]
+    tool_calls: Option<Vec<LiteToolCall<'a>>>,
 }
 
 #[derive(Deserialize, Default)]
-struct LiteToolCall {
-    function: Option<LiteFunction>,
+struct LiteToolCall<'a> {
+    #[serde(borrow)]
+    function: Option<LiteFunction<'a>>,
 }
 
 #[derive(Deserialize, Default)]
-struct LiteFunction {
-    name: Option<String>,
-    arguments: Option<String>,
+struct LiteFunction<'a> {
+    #[serde(borrow)]
+    name: Option<Text<'a>>,
+    #[serde(borrow)]
+    arguments: Option<Text<'a>>,
 }
 
 /// A token count field: a non-negative integer, or a non-negative finite float (some OpenAI-compatible servers
@@ -553,7 +573,7 @@ mod tests {
     fn openai_stream() -> Vec<u8> {
         let frames = [
             json!({"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}),
-            json!({"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"usage":null}),
+            json!({"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hel\n\"lo\""},"finish_reason":null}],"usage":null}),
             json!({"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":null}],"usage":null}),
             json!({"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}),
             json!({"id":"c1","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":3,"total_tokens":23,"prompt_tokens_details":{"cached_tokens":0}}}),
@@ -595,7 +615,11 @@ mod tests {
             })
         );
         assert!(obs.saw_done() && obs.saw_finish());
-        assert_eq!(obs.generated_text(), "Helf{}");
+        assert_eq!(
+            obs.generated_text(),
+            "Hel\n\"lo\"f{}",
+            "escaped strings are captured unescaped"
+        );
 
         let (fwd, obs) = pass_through(&bytes, false, false);
         assert_eq!(
@@ -620,6 +644,11 @@ mod tests {
         assert_eq!(obs.usage(), None);
         assert!(!obs.saw_done());
         assert!(obs.generated_text().starts_with("Hel"));
+
+        // `"finish_reason": null` is not a finish.
+        let head = &bytes[..bytes.windows(6).position(|w| w == b"call_1").unwrap()];
+        let (_, obs) = pass_through(head, false, true);
+        assert!(!obs.saw_finish());
     }
 
     #[test]

@@ -33,6 +33,22 @@ macro_rules! on_both_stores {
     )*};
 }
 
+/// Gathering a burst depends on which task runs next: on one worker thread (a proxy pinned to one core, as the
+/// benchmarks run it) the upstream connection's task always runs before the stream's yield returns. With more, an
+/// idle worker may steal the yielded stream and split a batch (seen here: 18 writes for 42 events once in three
+/// runs on two workers), so this test runs the proxy on one.
+mod a_burst_of_frames_goes_out_in_a_few_writes_and_spaced_frames_one_by_one {
+    use super::*;
+    #[tokio::test(flavor = "current_thread")]
+    async fn sqlite() {
+        super::a_burst_of_frames_goes_out_in_a_few_writes_and_spaced_frames_one_by_one(Db::Sqlite).await
+    }
+    #[tokio::test(flavor = "current_thread")]
+    async fn postgres() {
+        super::a_burst_of_frames_goes_out_in_a_few_writes_and_spaced_frames_one_by_one(Db::Postgres).await
+    }
+}
+
 on_both_stores!(
     chat_passthrough_keeps_unknown_fields_and_rewrites_model,
     a_body_that_needs_no_rewrite_reaches_the_upstream_byte_for_byte,
@@ -47,6 +63,7 @@ on_both_stores!(
     embeddings_completions_and_models,
     client_disconnect_mid_stream_cancels_upstream,
     upstream_dying_mid_stream_reaches_the_client_as_an_error,
+    a_stream_that_stalls_ends_with_an_error_one_idle_timeout_after_its_last_data,
     graceful_shutdown_lets_streams_finish,
     fallback_deployment_serves_when_the_first_is_down,
     azure_deployments_use_api_version_and_api_key,
@@ -158,6 +175,137 @@ async fn streaming_keeps_the_usage_chunk_the_client_asked_for(db: Db) {
     assert_eq!(usage.len(), 1);
     assert_eq!(usage[0]["usage"]["prompt_tokens"], 4);
     assert_eq!(usage[0]["usage"]["completion_tokens"], 8);
+    p.stop().await;
+}
+
+/// Streams a chat answer through the proxy and returns what the client received: the HTTP body frames as they
+/// arrived (one per chunk of the chunked encoding) and their concatenation.
+async fn stream_frames(p: &TestProxy) -> (Vec<Bytes>, String) {
+    let body = json!({"model": "small", "stream": true, "messages": [{"role": "user", "content": "go"}]});
+    let resp = open(
+        Method::POST,
+        &format!("{}/v1/chat/completions", p.url),
+        &[("authorization", &p.auth()), ("content-type", "application/json")],
+        Bytes::from(body.to_string()),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut frames = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("no body error").into_data() {
+            frames.push(data);
+        }
+    }
+    let text = frames.iter().map(|f| String::from_utf8_lossy(f)).collect();
+    (frames, text)
+}
+
+/// An upstream that answers every request with one `write` holding the whole stream: the response head and one
+/// chunk of the chunked encoding per SSE frame (`words` content chunks, the finish chunk, the usage chunk Switchyard
+/// asked for, `[DONE]`). A provider that bursts, made deterministic: the in-process mock writes frame by frame.
+async fn burst_upstream(words: usize) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut frames: Vec<Value> = (0..words)
+        .map(|i| json!({"id": "c1", "object": "chat.completion.chunk", "model": "m",
+                        "choices": [{"index": 0, "delta": {"content": format!("w{i} ")}, "finish_reason": null}]}))
+        .collect();
+    frames.push(
+        json!({"id": "c1", "object": "chat.completion.chunk", "model": "m",
+                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+    );
+    frames.push(
+        json!({"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": [],
+                       "usage": {"prompt_tokens": 1, "completion_tokens": words, "total_tokens": words + 1}}),
+    );
+    let mut response =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    let sse = frames
+        .iter()
+        .map(|f| format!("data: {f}\n\n"))
+        .chain(["data: [DONE]\n\n".to_owned()]);
+    for frame in sse {
+        response.extend_from_slice(format!("{:x}\r\n{frame}\r\n", frame.len()).as_bytes());
+    }
+    response.extend_from_slice(b"0\r\n\r\n");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let response = response.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                // One request per connection: its head, then as many body bytes as it announces.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                    if let Some(head_end) = text.find("\r\n\r\n") {
+                        let length = text[..head_end]
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() >= head_end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let _ = socket.write_all(&response).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+async fn a_burst_of_frames_goes_out_in_a_few_writes_and_spaced_frames_one_by_one(db: Db) {
+    // 40 words (about 5 KB) in one upstream write: the proxy has them all at hand at once and writes them together.
+    let p = TestProxy::start(&burst_upstream(40).await, db).await;
+    let (frames, text) = stream_frames(&p).await;
+    let events = parse_sse(&text);
+    assert!(events.last().is_some_and(|e| e.is_done()), "{text}");
+    let words: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
+    assert_eq!(
+        openai_stream_text(&events).split_whitespace().collect::<Vec<_>>(),
+        words
+    );
+    assert!(
+        !text.contains("prompt_tokens"),
+        "the usage chunk the client did not ask for is still removed"
+    );
+    assert!(
+        frames.len() * 4 < events.len(),
+        "{} events reached the client in {} writes",
+        events.len(),
+        frames.len()
+    );
+    p.stop().await;
+
+    // Words 30 ms apart: each goes out when it comes, not held back for the next.
+    let (upstream, p) = TestProxy::with_mock(db).await;
+    upstream.push_behavior(Behavior::ok().chunks(5).chunk_delay_ms(30));
+    let (frames, text) = stream_frames(&p).await;
+    let events = parse_sse(&text);
+    assert_eq!(openai_stream_text(&events).split_whitespace().count(), 5);
+    let content_frames = frames
+        .iter()
+        .filter(|f| {
+            parse_sse(&String::from_utf8_lossy(f)).iter().any(|e| {
+                !e.is_done()
+                    && e.json()["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .is_some_and(|c| !c.is_empty())
+            })
+        })
+        .count();
+    assert_eq!(content_frames, 5, "each word in its own write: {frames:?}");
     p.stop().await;
 }
 
@@ -529,6 +677,65 @@ async fn upstream_dying_mid_stream_reaches_the_client_as_an_error(db: Db) {
     assert!(!events.iter().any(|e| e.is_done()), "no [DONE] after a failure");
     let last = events.last().expect("events").json();
     assert_openai_error(&last, None);
+    let failed = |m: &str| m.lines().any(|l| l.contains("status=\"failed\""));
+    let metrics = p.metrics_when(failed).await;
+    assert!(failed(&metrics), "{metrics}");
+    p.stop().await;
+}
+
+async fn a_stream_that_stalls_ends_with_an_error_one_idle_timeout_after_its_last_data(db: Db) {
+    let (upstream, p) = TestProxy::with_mock(db).await;
+    // A word every 300 ms for longer than the deployment's 2 s first-byte (idle) timeout, then silence with the
+    // connection left open.
+    upstream.push_behavior(Behavior::ok().chunks(20).chunk_delay_ms(300).stall_after(10));
+    let started = std::time::Instant::now();
+    let resp = open(
+        Method::POST,
+        &format!("{}/v1/chat/completions", p.url),
+        &[("authorization", &p.auth()), ("content-type", "application/json")],
+        Bytes::from(
+            json!({"model": "small", "stream": true, "messages": [{"role": "user", "content": "x"}]})
+                .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let mut last_data = started.elapsed();
+    let frames = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.expect("no body error").into_data() else {
+                continue;
+            };
+            let chunk = String::from_utf8_lossy(&data).into_owned();
+            if !chunk.contains("\"error\"") {
+                last_data = started.elapsed();
+            }
+            text.push_str(&chunk);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), frames)
+        .await
+        .expect("the proxy ends a stalled stream");
+    let ended = started.elapsed();
+    let events = parse_sse(&text);
+    assert!(!events.iter().any(|e| e.is_done()), "{text}");
+    assert_openai_error(&events.last().expect("events").json(), None);
+    assert!(
+        openai_stream_text(&events).split_whitespace().count() >= 8,
+        "what came before the stall reached the client: {text}"
+    );
+    // Data kept the stream alive past the first 2 s; silence ended it about 2 s after the last data.
+    assert!(
+        last_data > Duration::from_millis(2300),
+        "last data at {last_data:?}"
+    );
+    let silence = ended - last_data;
+    assert!(
+        silence >= Duration::from_millis(1900) && silence < Duration::from_millis(3500),
+        "ended {silence:?} after the last data"
+    );
     let failed = |m: &str| m.lines().any(|l| l.contains("status=\"failed\""));
     let metrics = p.metrics_when(failed).await;
     assert!(failed(&metrics), "{metrics}");
