@@ -5,7 +5,8 @@
 //! second time within the same poll of the connection (it does, after a flush, when the read side may be ready).
 //! [`counted`] wraps each served connection and bumps this thread's count on every poll; the body compares
 //! [`current`] with the value it saw when it yielded. The same value means the same connection poll. A task that
-//! moved to another worker thread reads that thread's count, which differs: a new poll, which it is.
+//! moved to another worker thread reads that thread's count, which differs: a new poll, which it is. Over HTTP/2,
+//! hyper polls a response body in a task of its own, spawned through [`CountedExecutor`], which counts it too.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -24,6 +25,20 @@ pub fn current() -> u64 {
 /// `future`, counting each of its polls on the polling thread.
 pub fn counted<F: Future>(future: F) -> Counted<F> {
     Counted { future }
+}
+
+/// The server's executor for the tasks hyper spawns (HTTP/2 streams): `tokio::spawn`, each task [`counted`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CountedExecutor;
+
+impl<F> hyper::rt::Executor<F> for CountedExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        drop(tokio::spawn(counted(future)));
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -62,5 +77,32 @@ mod tests {
         .await;
         assert_eq!(seen, before + 2, "two polls, two counts");
         assert_eq!(current(), seen, "nothing counts outside a poll");
+    }
+
+    #[tokio::test]
+    async fn tasks_spawned_through_the_executor_are_counted() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut polls = Vec::new();
+        let mut tx = Some(tx);
+        hyper::rt::Executor::execute(
+            &CountedExecutor,
+            std::future::poll_fn(move |cx| {
+                polls.push(current());
+                if polls.len() < 2 {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                if let Some(tx) = tx.take() {
+                    drop(tx.send(polls.clone()));
+                }
+                Poll::Ready(())
+            }),
+        );
+        let polls = rx.await.unwrap();
+        assert_eq!(
+            polls[1],
+            polls[0] + 1,
+            "each poll of the spawned task counts: {polls:?}"
+        );
     }
 }

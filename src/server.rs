@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -183,7 +183,7 @@ pub async fn serve(
     state
         .tasks
         .spawn(publish_gauges(state.clone(), background.clone()));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(crate::rounds::CountedExecutor);
     // A client that trickles its request head (slowloris) is cut off instead of holding a connection forever.
     builder
         .http1()

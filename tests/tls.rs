@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::mock::MockUpstream;
 use common::proxy::{Db, TestProxy, UPSTREAM_KEY, config_yaml};
+use common::sse::{openai_stream_text, parse_sse};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -63,6 +64,24 @@ async fn serves_https_with_the_configured_certificate() {
         assert_eq!(response.version(), expected);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert!(String::from_utf8_lossy(&body).contains("\"small\""));
+
+        // A stream over the same protocol (over HTTP/2, hyper polls the body in a task of its own).
+        let request = http::Request::post(format!("https://localhost:{port}/v1/chat/completions"))
+            .header("authorization", p.auth())
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(
+                serde_json::json!({"model": "small", "stream": true,
+                                   "messages": [{"role": "user", "content": "hi"}]})
+                .to_string(),
+            )))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert_eq!(response.version(), expected);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let events = parse_sse(&String::from_utf8_lossy(&body));
+        assert!(events.last().is_some_and(|e| e.is_done()), "{events:?}");
+        assert!(!openai_stream_text(&events).is_empty(), "{events:?}");
     }
     p.stop().await;
 }
