@@ -1165,13 +1165,13 @@ impl AccountedStream {
 
     /// The frames held, as one buffer (copied together only when there are several).
     fn take_batch(&mut self) -> Option<Bytes> {
-        self.pending_bytes = 0;
+        let total = std::mem::take(&mut self.pending_bytes);
         self.yielded_in = None;
         self.yields = 0;
         if self.pending.len() <= 1 {
             return self.pending.pop_front();
         }
-        let mut joined = bytes::BytesMut::with_capacity(self.pending.iter().map(Bytes::len).sum());
+        let mut joined = bytes::BytesMut::with_capacity(total);
         for frame in self.pending.drain(..) {
             joined.extend_from_slice(&frame);
         }
