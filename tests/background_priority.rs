@@ -8,7 +8,9 @@
 
 mod support;
 
-use support::sqlite_store;
+use std::time::Duration;
+
+use support::{eventually, sqlite_store};
 use switchyard::config::{LogFormat, LogSettings};
 
 /// (thread name, nice value) from a `/proc/…/stat` file.
@@ -57,17 +59,17 @@ async fn the_ledger_connection_runs_ten_nice_levels_lower() {
 
     let conn = store.background_sqlite().await.expect("a SQLite store").unwrap();
     // A new thread names itself once it first runs, which may be a moment after the connection is handed over.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while sqlite_threads_at(lowered) == 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(5), || async {
+        sqlite_threads_at(lowered) > 0
+    })
+    .await;
     assert_eq!(sqlite_threads_at(lowered), 1, "{:?}", threads());
 
     sqlx::Connection::close(conn).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while sqlite_threads_at(lowered) > 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(5), || async {
+        sqlite_threads_at(lowered) == 0
+    })
+    .await;
     assert_eq!(
         sqlite_threads_at(lowered),
         0,
@@ -91,9 +93,9 @@ fn the_servers_log_writer_runs_ten_nice_levels_lower() {
             .collect()
     };
     // The thread names itself once it first runs.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while writers().is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(10));
     }
     let writers = writers();
     assert_eq!(writers, vec![(base + 10).min(19)], "{:?}", threads());
@@ -103,7 +105,7 @@ fn the_servers_log_writer_runs_ten_nice_levels_lower() {
     let before = log_writer_context_switches();
     for i in 0..200 {
         tracing::info!(target: "pace", "line {i}");
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(1));
     }
     let switches = log_writer_context_switches() - before;
     assert!(switches < 100, "{switches} context switches for 200 lines");

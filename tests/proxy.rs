@@ -179,9 +179,10 @@ async fn streaming_keeps_the_usage_chunk_the_client_asked_for(db: Db) {
 }
 
 /// Streams a chat answer through the proxy and returns what the client received: the HTTP body frames as they
-/// arrived (one per chunk of the chunked encoding) and their concatenation.
-async fn stream_frames(p: &TestProxy) -> (Vec<Bytes>, String) {
+/// arrived (one per chunk of the chunked encoding), each with its arrival time since the request was sent.
+async fn stream_frames(p: &TestProxy) -> Vec<(Duration, Bytes)> {
     let body = json!({"model": "small", "stream": true, "messages": [{"role": "user", "content": "go"}]});
+    let started = std::time::Instant::now();
     let resp = open(
         Method::POST,
         &format!("{}/v1/chat/completions", p.url),
@@ -194,11 +195,15 @@ async fn stream_frames(p: &TestProxy) -> (Vec<Bytes>, String) {
     let mut frames = Vec::new();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame.expect("no body error").into_data() {
-            frames.push(data);
+            frames.push((started.elapsed(), data));
         }
     }
-    let text = frames.iter().map(|f| String::from_utf8_lossy(f)).collect();
-    (frames, text)
+    frames
+}
+
+/// The frames' bytes as one text.
+fn joined(frames: &[(Duration, Bytes)]) -> String {
+    frames.iter().map(|(_, f)| String::from_utf8_lossy(f)).collect()
 }
 
 /// An upstream that answers every request with one `write` holding the whole stream: the response head and one
@@ -268,7 +273,8 @@ async fn burst_upstream(words: usize) -> String {
 async fn a_burst_of_frames_goes_out_in_a_few_writes_and_spaced_frames_one_by_one(db: Db) {
     // 40 words (about 5 KB) in one upstream write: the proxy has them all at hand at once and writes them together.
     let p = TestProxy::start(&burst_upstream(40).await, db).await;
-    let (frames, text) = stream_frames(&p).await;
+    let frames = stream_frames(&p).await;
+    let text = joined(&frames);
     let events = parse_sse(&text);
     assert!(events.last().is_some_and(|e| e.is_done()), "{text}");
     let words: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
@@ -291,12 +297,13 @@ async fn a_burst_of_frames_goes_out_in_a_few_writes_and_spaced_frames_one_by_one
     // Words 30 ms apart: each goes out when it comes, not held back for the next.
     let (upstream, p) = TestProxy::with_mock(db).await;
     upstream.push_behavior(Behavior::ok().chunks(5).chunk_delay_ms(30));
-    let (frames, text) = stream_frames(&p).await;
+    let frames = stream_frames(&p).await;
+    let text = joined(&frames);
     let events = parse_sse(&text);
     assert_eq!(openai_stream_text(&events).split_whitespace().count(), 5);
     let content_frames = frames
         .iter()
-        .filter(|f| {
+        .filter(|(_, f)| {
             parse_sse(&String::from_utf8_lossy(f)).iter().any(|e| {
                 !e.is_done()
                     && e.json()["choices"][0]["delta"]["content"]
@@ -688,37 +695,17 @@ async fn a_stream_that_stalls_ends_with_an_error_one_idle_timeout_after_its_last
     // A word every 300 ms for longer than the deployment's 2 s first-byte (idle) timeout, then silence with the
     // connection left open.
     upstream.push_behavior(Behavior::ok().chunks(20).chunk_delay_ms(300).stall_after(10));
-    let started = std::time::Instant::now();
-    let resp = open(
-        Method::POST,
-        &format!("{}/v1/chat/completions", p.url),
-        &[("authorization", &p.auth()), ("content-type", "application/json")],
-        Bytes::from(
-            json!({"model": "small", "stream": true, "messages": [{"role": "user", "content": "x"}]})
-                .to_string(),
-        ),
-    )
-    .await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let mut body = resp.into_body();
-    let mut text = String::new();
-    let mut last_data = started.elapsed();
-    let frames = async {
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.expect("no body error").into_data() else {
-                continue;
-            };
-            let chunk = String::from_utf8_lossy(&data).into_owned();
-            if !chunk.contains("\"error\"") {
-                last_data = started.elapsed();
-            }
-            text.push_str(&chunk);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), frames)
+    let frames = tokio::time::timeout(Duration::from_secs(10), stream_frames(&p))
         .await
         .expect("the proxy ends a stalled stream");
-    let ended = started.elapsed();
+    let text = joined(&frames);
+    let ended = frames.last().expect("frames").0;
+    let last_data = frames
+        .iter()
+        .rev()
+        .find(|(_, f)| !String::from_utf8_lossy(f).contains("\"error\""))
+        .expect("data before the error")
+        .0;
     let events = parse_sse(&text);
     assert!(!events.iter().any(|e| e.is_done()), "{text}");
     assert_openai_error(&events.last().expect("events").json(), None);
