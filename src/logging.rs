@@ -75,10 +75,10 @@ pub fn init_server(settings: &LogSettings) -> Result<WorkerGuard, LoggingError> 
             .lossy(false)
             .buffered_lines_limit(QUEUED_LINES)
             .thread_name("log-writer")
-            .finish(PacedWriter {
-                out: std::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, std::io::stderr()),
-                pause: WRITE_PAUSE,
-            })
+            .finish(PacedStderr(std::io::BufWriter::with_capacity(
+                WRITE_BUFFER_BYTES,
+                std::io::stderr(),
+            )))
     })
     .map_err(LoggingError::Thread)?;
     install(subscriber(settings, filter_from_env(), writer))?;
@@ -86,20 +86,17 @@ pub fn init_server(settings: &LogSettings) -> Result<WorkerGuard, LoggingError> 
 }
 
 /// The log writer thread's output: `tracing-appender`'s worker writes every queued line, then flushes once its
-/// queue is empty; the flush writes out the buffer and rests for `pause` ([`WRITE_PAUSE`]).
-struct PacedWriter<W: std::io::Write> {
-    out: std::io::BufWriter<W>,
-    pause: std::time::Duration,
-}
+/// queue is empty; the flush writes out the buffer and rests for [`WRITE_PAUSE`].
+struct PacedStderr(std::io::BufWriter<std::io::Stderr>);
 
-impl<W: std::io::Write> std::io::Write for PacedWriter<W> {
+impl std::io::Write for PacedStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.out.write(buf)
+        self.0.write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()?;
-        std::thread::sleep(self.pause);
+        self.0.flush()?;
+        std::thread::sleep(WRITE_PAUSE);
         Ok(())
     }
 }
