@@ -6,7 +6,8 @@
 //! once per line; the commands write to stderr directly.
 //!
 //! Every finished request produces exactly one event, target `switchyard::request`, built from its ledger entry by
-//! [`request`]. What a log line must never hold: an API key or upstream credential (the ledger entry carries neither,
+//! [`request`]; a request refused before any upstream call (bad key, bad body, policy, no model available) has no
+//! ledger entry and produces one event of the same target from its error instead ([`refused`]). What a log line must never hold: an API key or upstream credential (the ledger entry carries neither,
 //! only the key's id, which is left out too), and a prompt unless an admin turned `log.prompts` on ([`prompt`]).
 
 use tracing::Level;
@@ -17,6 +18,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{LogFormat, LogSettings};
+use crate::error::{Error, Fault};
 use crate::ledger::{LedgerEntry, Status};
 
 /// The target of the one-line-per-request event; filter on it (`RUST_LOG=switchyard::request=off`) to silence it.
@@ -174,6 +176,34 @@ pub fn request(entry: &LedgerEntry) {
     }
 }
 
+/// The one log line of a request refused before any upstream call, which has no ledger entry: who asked (`team`
+/// is `None` before authentication), what for, and the error the client got (its message as `reason`). Refusals the client caused log at
+/// `info`, the others (shutting down, no model available, store down) at `warn`. The error's message is the one
+/// the client saw, which by [`Error`]'s rule holds no key or credential; the presented key is never logged.
+pub fn refused(request_id: &str, team: Option<&str>, endpoint: &'static str, error: &Error) {
+    macro_rules! emit {
+        ($level:expr) => {
+            tracing::event!(
+                target: REQUEST_TARGET,
+                $level,
+                request_id,
+                team,
+                endpoint,
+                status = if error.fault() == Fault::Client { Status::Rejected } else { Status::Failed }.as_str(),
+                http_status = error.status_code().as_u16(),
+                error = error.label(),
+                code = error.code,
+                reason = %error.message,
+                "request refused"
+            )
+        };
+    }
+    match error.fault() {
+        Fault::Client => emit!(Level::INFO),
+        Fault::Upstream | Fault::Internal => emit!(Level::WARN),
+    }
+}
+
 /// Logs a request's prompt, only if an admin turned `log.prompts` on; otherwise does nothing. The pipeline calls
 /// it unconditionally so that the decision lives here, next to the other rules about what logs may hold.
 pub fn prompt(settings: &LogSettings, request_id: &str, prompt: &str) {
@@ -311,5 +341,45 @@ mod tests {
             text.contains("WARN") && text.contains("status=\"failed\"") || text.contains("status=failed"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn refusals_log_one_line_with_the_error_at_info_or_warn_by_fault() {
+        let capture = Capture::default();
+        let s = settings(LogFormat::Json, false);
+        let sub = subscriber(&s, EnvFilter::new("info"), capture.clone());
+        tracing::subscriber::with_default(sub, || {
+            refused("req-1", None, "chat", &Error::unauthorized("Invalid API key."));
+            refused(
+                "req-2",
+                Some("research"),
+                "embeddings",
+                &Error::new(crate::error::ErrorKind::Unavailable, "No deployment is up.")
+                    .with_code("no_model_available"),
+            );
+        });
+        let text = capture.text();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let (auth, unavailable) = (&lines[0], &lines[1]);
+        assert_eq!(auth["target"], REQUEST_TARGET);
+        assert_eq!(auth["message"], "request refused");
+        assert_eq!(auth["level"], "INFO");
+        assert_eq!(auth["request_id"], "req-1");
+        assert!(
+            auth.get("team").is_none(),
+            "no team before authentication: {auth}"
+        );
+        assert_eq!(auth["http_status"], 401);
+        assert_eq!(auth["status"], "rejected");
+        assert_eq!(auth["code"], "invalid_api_key");
+        assert_eq!(unavailable["level"], "WARN");
+        assert_eq!(unavailable["team"], "research");
+        assert_eq!(unavailable["endpoint"], "embeddings");
+        assert_eq!(unavailable["http_status"], 503);
+        assert_eq!(unavailable["status"], "failed");
+        assert_eq!(unavailable["error"], "unavailable");
+        assert_eq!(unavailable["code"], "no_model_available");
+        assert_eq!(unavailable["reason"], "No deployment is up.");
     }
 }

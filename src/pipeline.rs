@@ -173,6 +173,7 @@ fn route_error(e: RouteError) -> Error {
 pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Response {
     let started = call.started;
     let team = call.principal.team.clone();
+    let (request_id, endpoint) = (call.request_id.clone(), call.endpoint);
     let mut upstream_wait = Duration::ZERO;
     match run(state.clone(), call, body, &mut upstream_wait).await {
         Ok(response) => response,
@@ -181,6 +182,7 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Response {
                 state
                     .metrics
                     .observe_refused(Some(&team), error.status_code().as_u16());
+                crate::logging::refused(&request_id, Some(&team), endpoint.operation(), &error);
             }
             let overhead = started.elapsed().saturating_sub(upstream_wait);
             let mut response = axum::response::IntoResponse::into_response(error);

@@ -66,4 +66,16 @@ async fn official_sdks_work_through_the_proxy_binary() {
     let logs = server.stop().await;
     assert!(!logs.contains(&key), "the client key reached the logs");
     assert!(!logs.contains(UPSTREAM_KEY), "the upstream key reached the logs");
+    // The SDKs' error tests are refused before any upstream call: each leaves one line, without the bad keys.
+    for status in [401, 404, 413] {
+        let line = format!("http_status={status}");
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("request refused") && l.contains(&line)),
+            "no refusal line with {line}:\n{logs}"
+        );
+    }
+    for bad_key in ["sk-definitely-not-valid", "sk-ant-not-valid"] {
+        assert!(!logs.contains(bad_key), "a presented key reached the logs");
+    }
 }

@@ -129,30 +129,42 @@ async fn proxy_endpoint(
     body: Body,
     endpoint: Endpoint,
 ) -> Response {
-    let result = async {
-        let state = state.clone();
-        if state.is_draining() {
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                "Switchyard is shutting down; retry on another instance.",
-            ));
-        }
-        let principal = state.auth.authenticate(&headers).await?;
-        let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
-        let call = Call {
-            request_id: ctx.id,
-            started: ctx.started,
-            principal,
-            endpoint,
-            headers,
-        };
-        Ok(pipeline::proxy(state.clone(), call, bytes).await)
+    if state.is_draining() {
+        let error = Error::new(
+            ErrorKind::Unavailable,
+            "Switchyard is shutting down; retry on another instance.",
+        );
+        return refuse(&state, &ctx.id, None, endpoint, error);
     }
-    .await;
-    result.unwrap_or_else(|error| {
-        state.metrics.observe_refused(None, error.status_code().as_u16());
-        error.into_response()
-    })
+    let principal = match state.auth.authenticate(&headers).await {
+        Ok(principal) => principal,
+        Err(error) => return refuse(&state, &ctx.id, None, endpoint, error),
+    };
+    let bytes = match read_body(&headers, body, state.config.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(error) => return refuse(&state, &ctx.id, Some(&principal.team), endpoint, error),
+    };
+    let call = Call {
+        request_id: ctx.id,
+        started: ctx.started,
+        principal,
+        endpoint,
+        headers,
+    };
+    pipeline::proxy(state, call, bytes).await
+}
+
+/// Answers a request refused before the pipeline took it, counted and logged as refused.
+fn refuse(
+    state: &AppState,
+    request_id: &str,
+    team: Option<&str>,
+    endpoint: Endpoint,
+    error: Error,
+) -> Response {
+    state.metrics.observe_refused(team, error.status_code().as_u16());
+    crate::logging::refused(request_id, team, endpoint.operation(), &error);
+    error.into_response()
 }
 
 async fn chat_completions(
