@@ -862,7 +862,7 @@ async fn respond(
             (bytes, usage)
         }
         (ProviderKind::OpenAi, _) => {
-            let usage = openai_usage(&bytes);
+            let usage = crate::usage::openai_body_usage(&bytes);
             (bytes, usage)
         }
     };
@@ -925,16 +925,6 @@ fn generated_text(body: &[u8]) -> String {
         return String::from_utf8_lossy(body).into_owned();
     }
     out
-}
-
-/// Reads `usage` off an OpenAI-shaped body without building a tree of the rest of it.
-fn openai_usage(body: &[u8]) -> Option<Usage> {
-    #[derive(serde::Deserialize)]
-    struct UsageOnly {
-        usage: Option<Value>,
-    }
-    let parsed: UsageOnly = serde_json::from_slice(body).ok()?;
-    parsed.usage.as_ref().and_then(Usage::from_openai_usage)
 }
 
 /// Turns upstream stream bytes into client frames, keeping track of usage.

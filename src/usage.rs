@@ -30,11 +30,7 @@
 //! `continuous_usage_stats`, Anthropic's `message_start`/`message_delta`), so [`Usage::absorb`] keeps the field-wise
 //! maximum rather than adding. Use `+`/`+=` only to total *separate* requests.
 
-use std::borrow::Cow;
-use std::sync::LazyLock;
-
-use memchr::memmem;
-use serde::de::IgnoredAny;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -85,29 +81,11 @@ impl Usage {
 
     /// Reads an OpenAI `usage` object (chat completions, legacy completions, embeddings).
     ///
-    /// Returns `None` when `usage` is not an object or has neither `prompt_tokens` nor `completion_tokens`.
-    /// DeepSeek-style `prompt_cache_hit_tokens` is accepted when `prompt_tokens_details.cached_tokens` is absent.
+    /// Returns `None` when `usage` is not an object or has neither `prompt_tokens` nor `completion_tokens` (a
+    /// `null` count is no count). DeepSeek-style `prompt_cache_hit_tokens` is accepted when
+    /// `prompt_tokens_details.cached_tokens` is absent.
     pub fn from_openai_usage(usage: &Value) -> Option<Usage> {
-        let obj = usage.as_object()?;
-        if !obj.contains_key("prompt_tokens") && !obj.contains_key("completion_tokens") {
-            return None;
-        }
-        let cached = usage
-            .pointer("/prompt_tokens_details/cached_tokens")
-            .and_then(as_count)
-            .or_else(|| usage.get("prompt_cache_hit_tokens").and_then(as_count))
-            .unwrap_or(0);
-        let u = Usage {
-            input_tokens: count(usage, "prompt_tokens"),
-            output_tokens: count(usage, "completion_tokens"),
-            cached_input_tokens: cached,
-            cache_write_input_tokens: 0,
-            reasoning_tokens: usage
-                .pointer("/completion_tokens_details/reasoning_tokens")
-                .and_then(as_count)
-                .unwrap_or(0),
-        };
-        Some(u.clamped())
+        Lenient::<OpenAiUsage>::deserialize(usage).ok()?.0?.usage()
     }
 
     /// Reads `usage` from an OpenAI JSON response body (chat completion, completion or embeddings).
@@ -169,12 +147,7 @@ impl std::ops::AddAssign for Usage {
 /// True for the extra chunk OpenAI sends when `stream_options.include_usage` is set: `choices` empty and a
 /// non-null `usage`. The proxy asks for it to charge streams exactly and drops it again when the client did not.
 pub fn is_usage_only_chunk(chunk: &Value) -> bool {
-    let choices_empty = chunk
-        .get("choices")
-        .and_then(Value::as_array)
-        .is_some_and(Vec::is_empty);
-    let has_usage = chunk.get("usage").is_some_and(Value::is_object);
-    choices_empty && has_usage
+    UsageChunk::deserialize(chunk).is_ok_and(|c| c.is_usage_only())
 }
 
 /// The client's `stream_options.include_usage` (false when absent); pass it to `StreamTranslator::new` or
@@ -211,7 +184,8 @@ pub fn request_stream_usage(req: &mut serde_json::Map<String, Value>) -> bool {
 /// which frames to forward, and keeps the generated text so a stream cut before its usage chunk can be estimated.
 ///
 /// Only frames that can carry usage (their data contains `"usage"` followed by an object) are parsed as full JSON;
-/// text capture uses a small typed parse. Frames are never rewritten: forwarding `ev.raw` keeps them byte-exact.
+/// text capture and the finish check find their keys in the frame's text ([`object_keys`]) and parse only the values.
+/// Frames are never rewritten: forwarding `ev.raw` keeps them byte-exact.
 /// (When Switchyard added `include_usage`, upstream chunks also carry `"usage": null`; OpenAI SDKs accept that, and
 /// stripping it would mean re-serialising every frame.)
 #[derive(Debug, Clone, Default)]
@@ -234,7 +208,7 @@ impl OpenAiStreamUsage {
         }
     }
 
-    /// Turns text capture off (for callers that never estimate; saves a parse per frame).
+    /// Turns text capture off (for callers that never estimate; saves the key search per frame).
     pub fn without_text_capture(mut self) -> Self {
         self.capture_text = false;
         self
@@ -250,35 +224,40 @@ impl OpenAiStreamUsage {
             self.saw_done = true;
             return true;
         }
-        if self.capture_text {
-            if let Ok(chunk) = serde_json::from_str::<LiteChunk>(data) {
-                for c in chunk.choices {
-                    self.saw_finish |= c.finish_reason.is_some();
-                    let d = c.delta.unwrap_or_default();
-                    for Text(t) in [c.text, d.content, d.reasoning_content].into_iter().flatten() {
-                        self.generated.push_str(&t);
-                    }
-                    for call in d.tool_calls.unwrap_or_default() {
-                        let f = call.function.unwrap_or_default();
-                        for Text(t) in [f.name, f.arguments].into_iter().flatten() {
-                            self.generated.push_str(&t);
-                        }
-                    }
+        // One pass over the frame's keys: text capture, the finish check and the usage pre-check. A typed parse
+        // of every frame cost about 4,500 instructions, most of it skipping the fields around these.
+        let mut may_carry_usage = false;
+        for (key, value) in object_keys(data) {
+            match key {
+                // Generated text: a delta's `content`, `reasoning_content` and `refusal`, a legacy completion's
+                // `text` (and OpenRouter's reasoning details'), a tool call's `name` and `arguments`. A key of
+                // another object with the same name adds at most its string to an estimate (`logprobs.content`
+                // is an array and adds nothing).
+                "content" | "reasoning_content" | "refusal" | "text" | "name" | "arguments"
+                    if self.capture_text =>
+                {
+                    append_string(value, &mut self.generated);
                 }
+                "finish_reason" => self.saw_finish |= !value.starts_with("null"),
+                "usage" => may_carry_usage |= value.starts_with('{'),
+                _ => {}
             }
-        } else if memmem::find(data.as_bytes(), b"\"finish_reason\":\"").is_some() {
-            self.saw_finish = true;
         }
-        if !may_carry_usage(data) {
+        if !may_carry_usage {
             return true;
         }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
+        let Ok(chunk) = serde_json::from_str::<UsageChunk>(data) else {
             return true;
         };
-        if let Some(u) = Usage::from_openai_chunk(&v) {
+        if let Some(u) = chunk
+            .usage
+            .as_ref()
+            .and_then(|u| u.0.as_ref())
+            .and_then(OpenAiUsage::usage)
+        {
             self.usage.get_or_insert_with(Usage::default).absorb(u);
         }
-        self.client_wants_usage || !is_usage_only_chunk(&v)
+        self.client_wants_usage || !chunk.is_usage_only()
     }
 
     /// Usage reported so far; `None` when the stream carried none (estimate from [`Self::generated_text`]).
@@ -302,67 +281,223 @@ impl OpenAiStreamUsage {
     }
 }
 
-/// Cheap pre-check before a full JSON parse: does `"usage"` appear followed by `{`?
-fn may_carry_usage(data: &str) -> bool {
-    static USAGE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("\"usage\""));
-    let mut rest = data;
-    while let Some(i) = USAGE.find(rest.as_bytes()) {
-        rest = rest.get(i + 7..).unwrap_or("");
-        let after = rest.trim_start();
-        if let Some(after) = after.strip_prefix(':')
-            && after.trim_start().starts_with('{')
-        {
-            return true;
+/// Every object key in `data` (a JSON text, possibly cut short) with the text that follows its colon, in order,
+/// for keys without escapes. Finds the colons and looks back for a quoted name: inside a string every quote is
+/// escaped, so a colon there is preceded by no quote, or by an escaped one whose name then starts or ends with a
+/// backslash; a key of no interest to the caller either way.
+fn object_keys(data: &str) -> impl Iterator<Item = (&str, &str)> {
+    let bytes = data.as_bytes();
+    memchr::memchr_iter(b':', bytes).filter_map(move |colon| {
+        let head = bytes[..colon].trim_ascii_end();
+        let close = head.len().checked_sub(1).filter(|&i| head[i] == b'"')?;
+        let open = memchr::memrchr(b'"', &head[..close])?;
+        if open > 0 && head[open - 1] == b'\\' {
+            return None;
+        }
+        // Quotes and colons are ASCII, so both slices start and end on character boundaries.
+        Some((data.get(open + 1..close)?, data.get(colon + 1..)?.trim_start()))
+    })
+}
+
+/// Appends the JSON string at the start of `json` to `out`, unescaped; any other value (null, an array, …) or
+/// malformed text appends nothing.
+fn append_string(json: &str, out: &mut String) {
+    struct Append<'o>(&'o mut String);
+
+    impl serde::de::Visitor<'_> for Append<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<(), E> {
+            self.0.push_str(text);
+            Ok(())
         }
     }
-    false
+
+    if json.starts_with('"') {
+        let mut de = serde_json::Deserializer::from_str(json);
+        // An unterminated string appends nothing: serde_json reports it before visiting.
+        let _ = serde::Deserializer::deserialize_str(&mut de, Append(out));
+    }
 }
 
-/// A string borrowed from the frame when it has no escapes (serde borrows a `Cow` only as a direct field, not
-/// inside an `Option`).
+/// Reads `usage` off an OpenAI response body (chat completion, completion or embeddings) without building a tree
+/// of it: serde skips everything else and reads the usage fields straight into counts.
+pub fn openai_body_usage(body: &[u8]) -> Option<Usage> {
+    #[derive(Deserialize)]
+    struct Body {
+        usage: Option<Lenient<OpenAiUsage>>,
+    }
+    serde_json::from_slice::<Body>(body).ok()?.usage?.0?.usage()
+}
+
+/// An OpenAI `usage` object as providers send it. Every field is lenient, because OpenAI-compatible servers
+/// differ: a count that is not a non-negative number ([`Count`]) and details that are not an object ([`Lenient`])
+/// read as absent instead of failing the parse.
 #[derive(Deserialize)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
-
-/// Just the fields of a chunk that text capture reads; serde skips the rest. Strings without escapes are
-/// borrowed from the frame, so capture allocates nothing per frame but the text it keeps.
-#[derive(Deserialize, Default)]
-struct LiteChunk<'a> {
-    #[serde(default, borrow)]
-    choices: Vec<LiteChoice<'a>>,
+struct OpenAiUsage {
+    prompt_tokens: Option<Count>,
+    completion_tokens: Option<Count>,
+    /// DeepSeek's cached input, when `prompt_tokens_details.cached_tokens` is absent.
+    prompt_cache_hit_tokens: Option<Count>,
+    prompt_tokens_details: Option<Lenient<TokenDetails>>,
+    completion_tokens_details: Option<Lenient<TokenDetails>>,
 }
 
-#[derive(Deserialize, Default)]
-struct LiteChoice<'a> {
-    #[serde(borrow)]
-    delta: Option<LiteDelta<'a>>,
-    /// Legacy completions stream `text` instead of a delta.
-    #[serde(borrow)]
-    text: Option<Text<'a>>,
-    finish_reason: Option<IgnoredAny>,
+#[derive(Deserialize)]
+struct TokenDetails {
+    cached_tokens: Option<Count>,
+    reasoning_tokens: Option<Count>,
 }
 
-#[derive(Deserialize, Default)]
-struct LiteDelta<'a> {
-    #[serde(borrow)]
-    content: Option<Text<'a>>,
-    #[serde(borrow)]
-    reasoning_content: Option<Text<'a>>,
-    #[serde(borrow)]
-    tool_calls: Option<Vec<LiteToolCall<'a>>>,
+impl OpenAiUsage {
+    /// `None` when neither the input nor the output count is there.
+    fn usage(&self) -> Option<Usage> {
+        if self.prompt_tokens.is_none() && self.completion_tokens.is_none() {
+            return None;
+        }
+        let count = |c: Option<Count>| c.and_then(|c| c.0);
+        let detail = |details: &Option<Lenient<TokenDetails>>, pick: fn(&TokenDetails) -> Option<Count>| {
+            details
+                .as_ref()
+                .and_then(|d| d.0.as_ref())
+                .and_then(|d| count(pick(d)))
+        };
+        let u = Usage {
+            input_tokens: count(self.prompt_tokens).unwrap_or(0),
+            output_tokens: count(self.completion_tokens).unwrap_or(0),
+            cached_input_tokens: detail(&self.prompt_tokens_details, |d| d.cached_tokens)
+                .or(count(self.prompt_cache_hit_tokens))
+                .unwrap_or(0),
+            cache_write_input_tokens: 0,
+            reasoning_tokens: detail(&self.completion_tokens_details, |d| d.reasoning_tokens).unwrap_or(0),
+        };
+        Some(u.clamped())
+    }
 }
 
-#[derive(Deserialize, Default)]
-struct LiteToolCall<'a> {
-    #[serde(borrow)]
-    function: Option<LiteFunction<'a>>,
+/// The parts of a stream chunk that matter when it carries usage.
+#[derive(Deserialize)]
+struct UsageChunk {
+    choices: Option<IsEmptyList>,
+    usage: Option<Lenient<OpenAiUsage>>,
 }
 
-#[derive(Deserialize, Default)]
-struct LiteFunction<'a> {
-    #[serde(borrow)]
-    name: Option<Text<'a>>,
-    #[serde(borrow)]
-    arguments: Option<Text<'a>>,
+impl UsageChunk {
+    /// No choices, and a usage object: the chunk `include_usage` adds at the end of a stream.
+    fn is_usage_only(&self) -> bool {
+        self.choices.as_ref().is_some_and(|c| c.0) && self.usage.as_ref().is_some_and(|u| u.0.is_some())
+    }
+}
+
+/// The visitor methods for JSON values a lenient type reads as "not there": each is consumed and gives `$absent`.
+macro_rules! absent_otherwise {
+    ($absent:expr; $($method:ident($($ty:ty)?)),*) => {
+        $(absent_otherwise!(@one $absent; $method($($ty)?));)*
+    };
+    (@one $absent:expr; visit_seq()) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($absent)
+        }
+    };
+    (@one $absent:expr; visit_map()) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok($absent)
+        }
+    };
+    (@one $absent:expr; visit_unit()) => {
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+    };
+    (@one $absent:expr; $method:ident($ty:ty)) => {
+        fn $method<E: serde::de::Error>(self, _: $ty) -> Result<Self::Value, E> {
+            Ok($absent)
+        }
+    };
+}
+
+/// A token count: a non-negative integer, or a non-negative finite float (some OpenAI-compatible servers send
+/// `12.0`); any other value reads as `None`.
+#[derive(Clone, Copy)]
+struct Count(Option<u64>);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a token count")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Count, E> {
+                Ok(Count(Some(n)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Count, E> {
+                Ok(Count(u64::try_from(n).ok()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<Count, E> {
+                Ok(Count(float_count(f)))
+            }
+            absent_otherwise!(Count(None); visit_bool(bool), visit_str(&str), visit_unit(), visit_seq(), visit_map());
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A `T` read from a JSON object; any other value reads as `None`.
+struct Lenient<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Lenient<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Lenient<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|t| Lenient(Some(t)))
+            }
+            absent_otherwise!(Lenient(None); visit_bool(bool), visit_u64(u64), visit_i64(i64), visit_f64(f64),
+                visit_str(&str), visit_unit(), visit_seq());
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// Whether a value is an empty array (`false` for anything else).
+struct IsEmptyList(bool);
+
+impl<'de> Deserialize<'de> for IsEmptyList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = IsEmptyList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IsEmptyList, A::Error> {
+                let empty = seq.next_element::<IgnoredAny>()?.is_none();
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(IsEmptyList(empty))
+            }
+            absent_otherwise!(IsEmptyList(false); visit_bool(bool), visit_u64(u64), visit_i64(i64),
+                visit_f64(f64), visit_str(&str), visit_unit(), visit_map());
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A float token count: the range check excludes NaN, infinities, negatives and values beyond u64, so the cast
+/// is exact enough.
+fn float_count(f: f64) -> Option<u64> {
+    (0.0..1.8e19).contains(&f).then_some(f as u64)
 }
 
 /// A token count field: a non-negative integer, or a non-negative finite float (some OpenAI-compatible servers
@@ -371,13 +506,7 @@ pub(crate) fn as_count(v: &Value) -> Option<u64> {
     if let Some(n) = v.as_u64() {
         return Some(n);
     }
-    let f = v.as_f64()?;
-    // The range check excludes NaN, infinities, negatives and values beyond u64, so the cast is exact enough.
-    (0.0..1.8e19).contains(&f).then_some(f as u64)
-}
-
-pub(crate) fn count(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(as_count).unwrap_or(0)
+    float_count(v.as_f64()?)
 }
 
 #[cfg(test)]
@@ -470,10 +599,43 @@ mod tests {
                 json!({"usage":{"prompt_tokens":-5,"completion_tokens":"x"}}),
                 Some(Usage::default()),
             ),
+            // Counts and details of the wrong shape read as absent, whatever they hold; a null count is no count.
+            (
+                json!({"usage":{"prompt_tokens":[1, {"a": 2}],"completion_tokens":{"n": [3]},
+                    "prompt_tokens_details":[{"cached_tokens": 4}],"prompt_cache_hit_tokens":2,
+                    "completion_tokens_details":"many"}}),
+                Some(Usage {
+                    cached_input_tokens: 0,
+                    ..Usage::default()
+                }),
+            ),
+            (
+                json!({"usage":{"prompt_tokens":9,"prompt_tokens_details":{"cached_tokens":true},
+                    "prompt_cache_hit_tokens":2.0,"completion_tokens_details":null}}),
+                Some(Usage {
+                    input_tokens: 9,
+                    cached_input_tokens: 2,
+                    ..Usage::default()
+                }),
+            ),
+            (
+                json!({"usage":{"prompt_tokens":null,"completion_tokens":null}}),
+                None,
+            ),
         ];
         for (body, want) in cases {
             assert_eq!(Usage::from_openai_json(&body), want, "{body}");
+            assert_eq!(
+                openai_body_usage(body.to_string().as_bytes()),
+                want,
+                "bytes of {body}"
+            );
         }
+        assert_eq!(
+            openai_body_usage(b"{\"usage\":{\"prompt_tokens\":1"),
+            None,
+            "cut body"
+        );
     }
 
     #[test]
@@ -617,8 +779,8 @@ mod tests {
         assert!(obs.saw_done() && obs.saw_finish());
         assert_eq!(
             obs.generated_text(),
-            "Hel\n\"lo\"f{}",
-            "escaped strings are captured unescaped"
+            "Hel\n\"lo\"{}f",
+            "escaped strings are captured unescaped, in the frame's order (`json!` sorts `arguments` first)"
         );
 
         let (fwd, obs) = pass_through(&bytes, false, false);
@@ -692,12 +854,83 @@ mod tests {
     }
 
     #[test]
-    fn usage_precheck() {
-        assert!(may_carry_usage(r#"{"usage" : {"a":1}}"#));
-        assert!(may_carry_usage(r#"{"x":"usage","usage":{}}"#));
-        assert!(!may_carry_usage(r#"{"usage":null}"#));
-        assert!(!may_carry_usage(r#"{"content":"\"usage\""}"#));
-        assert!(!may_carry_usage("usage"));
+    fn object_keys_are_found_with_their_values_and_not_inside_strings() {
+        let keys = |data| {
+            object_keys(data)
+                .map(|(k, v)| (k, v.chars().next()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(r#"{"usage" : {"a":1}, "x":"usage","b":[1, "c:d"]}"#),
+            [
+                ("usage", Some('{')),
+                ("a", Some('1')),
+                ("x", Some('"')),
+                ("b", Some('['))
+            ]
+        );
+        assert_eq!(
+            keys(r#"{"content":"\"usage\": {}, \"k\":1"}"#),
+            [("content", Some('"'))]
+        );
+        assert_eq!(
+            keys(r#"{"a\\":1,"é":"x:"}"#),
+            [("a\\\\", Some('1')), ("é", Some('"'))]
+        );
+        assert_eq!(keys(r#"{"cut":"#), [("cut", None)]);
+        assert!(keys("usage: {}").is_empty());
+    }
+
+    #[test]
+    fn text_capture_reads_the_text_keys_wherever_they_are_and_only_as_keys() {
+        let capture = |data: &str| {
+            let mut obs = OpenAiStreamUsage::new(false);
+            let ev = crate::sse::SseParser::new()
+                .push(format!("data: {data}\n\n").as_bytes())
+                .unwrap()
+                .remove(0);
+            obs.observe(&ev);
+            (obs.generated_text().to_owned(), obs.saw_finish())
+        };
+        let cases = [
+            // Two choices, whitespace around the colon, an escaped quote and a unicode escape.
+            (
+                r#"{"choices":[{"delta":{"content" : "a\"b"}},{"delta":{"content":"\u00e9"}}]}"#,
+                "a\"bé",
+                false,
+            ),
+            // Reasoning, refusal, legacy text and a tool call's name and arguments.
+            (
+                r#"{"choices":[{"delta":{"reasoning_content":"r","refusal":"n","tool_calls":[{"function":{"name":"f","arguments":"{\"x\":1}"}}]}}]}"#,
+                "rnf{\"x\":1}",
+                false,
+            ),
+            (
+                r#"{"choices":[{"text":"t","finish_reason":"length"}]}"#,
+                "t",
+                true,
+            ),
+            // A key's name inside a string is not a key; null and non-string values add nothing.
+            (
+                r#"{"choices":[{"delta":{"content":"say \"content\": \"no\"","role":"text"},"logprobs":{"content":[{"token":"x"}]},"finish_reason":null}]}"#,
+                "say \"content\": \"no\"",
+                false,
+            ),
+            (
+                r#"{"choices":[{"delta":{"content":null},"finish_reason" : "stop"}]}"#,
+                "",
+                true,
+            ),
+            // A key whose name only ends in `"content` (an escaped quote) is another key.
+            (r#"{"x\"content":"no"}"#, "", false),
+            // Cut or malformed text adds nothing and does not panic.
+            (r#"{"choices":[{"delta":{"content":"unterminated"#, "", false),
+            (r#"{"content":"#, "", false),
+            (r#""content""#, "", false),
+        ];
+        for (data, text, finished) in cases {
+            assert_eq!(capture(data), (text.to_owned(), finished), "{data}");
+        }
     }
 
     #[test]
