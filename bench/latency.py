@@ -3,7 +3,8 @@
 through Switchyard, interleaved in one run.
 
 wrk's closed loop (bench/run.sh) answers "how many requests per second on one core"; at delay 0 it keeps the
-proxy's core saturated, so the latency it reports there is mostly queueing (16 in flight / throughput). This
+proxy's core saturated, so the latency it reports there is mostly queueing (16 in flight / throughput). Rate 0
+runs that closed loop here too, so that nginx's added latency in it can be set beside Switchyard's. This
 benchmark answers "how much latency does Switchyard add at a given load": oha sends a fixed rate with latency
 correction (a request that waits for a free connection counts its wait), so the p50 and p99 are what a client
 sees at that load. The difference to the direct run at the same rate is Switchyard's added latency.
@@ -101,7 +102,8 @@ def main():
     ap.add_argument("--bin", required=True)
     ap.add_argument("--oha", default=shutil.which("oha") or "oha")
     ap.add_argument("--work", required=True)
-    ap.add_argument("--rates", default="1000,5000,10000", help="requests/s, comma-separated")
+    ap.add_argument("--rates", default="1000,5000,10000",
+                    help="requests/s, comma-separated; 0 is the closed loop (as fast as the connections go)")
     ap.add_argument("--modes", default="json", help="json, stream or both, comma-separated")
     ap.add_argument("--conc", type=int, default=16)
     ap.add_argument("--duration", type=int, default=10)
@@ -137,7 +139,7 @@ def main():
             targets["nginx"] = (f"http://{a.nginx_listen}/v1/chat/completions", None)
             pids["nginx"] = nginx.pid
         for mode in modes:
-            # Warm the key cache, the connection pools and the allocator.
+            # Warm the key cache, the connection pools and the allocator (closed loop when that is all there is).
             run_oha(a.oha, proxy_url, key, max(rates), 2, a.conc, a.loadgen_cpus, body(mode == "stream"))
         for rep in range(a.repeats):
             for mode in modes:
@@ -156,7 +158,7 @@ def main():
                             r["cpu_us_per_req"] = (cpu1 - cpu0) / max(total, 1) * 1e6
                             r["cpu_pct"] = (cpu1 - cpu0) / a.duration * 100
                         results.append(r)
-                        print(f"rep {rep} {mode:>6} {rate:>6}/s {name:>10}: {rps:8.0f} rps ({ok}/{total} ok)  "
+                        print(f"rep {rep} {mode:>6} {rate or 'closed':>6}/s {name:>10}: {rps:8.0f} rps ({ok}/{total} ok)  "
                               f"p50 {p50:.3f} ms  p99 {p99:.3f} ms"
                               + (f"  CPU {r['cpu_us_per_req']:.0f} us/request ({r['cpu_pct']:.0f}%)"
                                  if pid else ""), flush=True)
@@ -187,7 +189,7 @@ def main():
                 # The direct runs have no proxy process, hence no CPU figures.
                 cpu_us, cpu_pct = ((f"{med(mode, rate, name, 'cpu_us_per_req'):.0f}",
                                     f"{med(mode, rate, name, 'cpu_pct'):.0f}") if name in pids else ("", ""))
-                print(f"| {mode} | {rate} | {name} | {med(mode, rate, name, 'rps'):.0f} | {p50:.3f} | {p99:.3f} | "
+                print(f"| {mode} | {rate or 'closed loop'} | {name} | {med(mode, rate, name, 'rps'):.0f} | {p50:.3f} | {p99:.3f} | "
                       f"{p50 - d50:+.3f} | {p99 - d99:+.3f} | {cpu_us} | {cpu_pct} |")
     print()
     return save_results(a.work, "latency-bench.json", results)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Added latency at fixed request rates (open loop, 16 connections): the mock directly, through Switchyard, and
 # through nginx (when installed) as a do-nothing proxy, interleaved in one run.
-#   bench/latency.sh [bench/latency.py options, e.g. --rates 1000,5000,10000 --duration 10 --repeats 3]
+#   bench/latency.sh [bench/latency.py options, e.g. --rates 1000,5000,10000 --duration 10 --repeats 3;
+#                    rate 0 is the closed loop, e.g. --rates 0,1000]
 # Needs: the shared harness's mock (../shared/bench, copied to a temporary folder), oha (cargo install oha
 # --locked) and optionally nginx (apt-get install nginx-light). Proxies on CPU 1, oha and the mock on CPU 0.
 set -euo pipefail

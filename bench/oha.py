@@ -54,15 +54,18 @@ def wait_healthy(url, proc, seconds=30, any_status=False):
 
 def run_oha(oha, url, key, rate, duration, conc, cpus, body):
     """A fixed `rate` of POSTs for `duration` seconds over at most `conc` connections (open loop: with latency
-    correction, a request that had to wait for a free connection counts its wait as latency). `key` may be None
-    (the mock called directly). Returns oha's JSON report."""
+    correction, a request that had to wait for a free connection counts its wait as latency); `rate` 0 is the
+    closed loop instead, each connection sending its next request as soon as the last one is answered. `key` may
+    be None (the mock called directly). Returns oha's JSON report."""
     cmd = (["taskset", "-c", cpus] if cpus else []) + [oha, url, "-m", "POST"]
     if key:
         cmd += ["-H", f"Authorization: Bearer {key}"]
     cmd += [
-        "-H", "content-type: application/json", "-d", body, "-z", f"{duration}s", "-q", str(rate),
-        "-c", str(conc), "--latency-correction", "--no-tui", "--output-format", "json",
+        "-H", "content-type: application/json", "-d", body, "-z", f"{duration}s",
+        "-c", str(conc), "--no-tui", "--output-format", "json",
     ]
+    if rate > 0:
+        cmd += ["-q", str(rate), "--latency-correction"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
