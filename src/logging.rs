@@ -7,8 +7,9 @@
 //!
 //! Every finished request produces exactly one event, target `switchyard::request`, built from its ledger entry by
 //! [`request`]; a request refused before any upstream call (bad key, bad body, policy, no model available) has no
-//! ledger entry and produces one event of the same target from its error instead ([`refused`]). What a log line must never hold: an API key or upstream credential (the ledger entry carries neither,
-//! only the key's id, which is left out too), and a prompt unless an admin turned `log.prompts` on ([`prompt`]).
+//! ledger entry and produces one event of the same target from its error instead ([`refused`]). What a log line
+//! must never hold: an API key or upstream credential (the ledger entry carries neither, only the key's id, which
+//! is left out too), and a prompt unless an admin turned `log.prompts` on ([`prompt`]).
 
 use tracing::Level;
 use tracing::Subscriber;
@@ -177,9 +178,10 @@ pub fn request(entry: &LedgerEntry) {
 }
 
 /// The one log line of a request refused before any upstream call, which has no ledger entry: who asked (`team`
-/// is `None` before authentication), what for, and the error the client got (its message as `reason`). Refusals the client caused log at
-/// `info`, the others (shutting down, no model available, store down) at `warn`. The error's message is the one
-/// the client saw, which by [`Error`]'s rule holds no key or credential; the presented key is never logged.
+/// is `None` before authentication), what for, and the error the client got (its message as `reason`). Refusals
+/// the client caused log at `info`, the others (shutting down, no model available, store down) at `warn`. The
+/// error's message is the one the client saw, which by [`Error`]'s rule holds no key or credential; the presented
+/// key is never logged.
 pub fn refused(request_id: &str, team: Option<&str>, endpoint: &'static str, error: &Error) {
     macro_rules! emit {
         ($level:expr) => {
@@ -189,7 +191,7 @@ pub fn refused(request_id: &str, team: Option<&str>, endpoint: &'static str, err
                 request_id,
                 team,
                 endpoint,
-                status = if error.fault() == Fault::Client { Status::Rejected } else { Status::Failed }.as_str(),
+                status = Status::of_error(error).as_str(),
                 http_status = error.status_code().as_u16(),
                 error = error.label(),
                 code = error.code,

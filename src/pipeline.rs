@@ -624,15 +624,10 @@ impl Finisher {
     }
 
     fn finish_error(self, error: &Error) {
-        let status = if error.fault() == crate::error::Fault::Client {
-            Status::Rejected
-        } else {
-            Status::Failed
-        };
         self.finish(Outcome {
             usage: Usage::default(),
             estimated: false,
-            status,
+            status: Status::of_error(error),
             http_status: error.status_code().as_u16(),
             ttft: None,
         });

@@ -50,6 +50,15 @@ pub enum Status {
 }
 
 impl Status {
+    /// How a request that ended with `error` is recorded: `rejected` when the client caused it, `failed` otherwise.
+    pub fn of_error(error: &crate::error::Error) -> Status {
+        if error.fault() == crate::error::Fault::Client {
+            Status::Rejected
+        } else {
+            Status::Failed
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
