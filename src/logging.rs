@@ -181,7 +181,8 @@ pub fn request(entry: &LedgerEntry) {
 /// is `None` before authentication), what for, and the error the client got (its message as `reason`). Refusals
 /// the client caused log at `info`, the others (shutting down, no model available, store down) at `warn`. The
 /// error's message is the one the client saw, which by [`Error`]'s rule holds no key or credential; the presented
-/// key is never logged.
+/// key is never logged. The message may quote the client (a model name), so it is recorded as a string, which the
+/// text format quotes and escapes: a newline in it cannot start a forged log line.
 pub fn refused(request_id: &str, team: Option<&str>, endpoint: &'static str, error: &Error) {
     macro_rules! emit {
         ($level:expr) => {
@@ -195,7 +196,7 @@ pub fn refused(request_id: &str, team: Option<&str>, endpoint: &'static str, err
                 http_status = error.status_code().as_u16(),
                 error = error.label(),
                 code = error.code,
-                reason = %error.message,
+                reason = error.message.as_str(),
                 "request refused"
             )
         };
@@ -383,5 +384,19 @@ mod tests {
         assert_eq!(unavailable["error"], "unavailable");
         assert_eq!(unavailable["code"], "no_model_available");
         assert_eq!(unavailable["reason"], "No deployment is up.");
+    }
+
+    #[test]
+    fn a_refusal_reason_cannot_forge_a_line_in_text() {
+        let capture = Capture::default();
+        let s = settings(LogFormat::Text, false);
+        let sub = subscriber(&s, EnvFilter::new("info"), capture.clone());
+        let forged = "x\nINFO switchyard::request: request finished status=\"ok\"";
+        tracing::subscriber::with_default(sub, || {
+            refused("req-3", None, "chat", &Error::model_not_found(forged))
+        });
+        let text = capture.text();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("reason=\"The model `x\\nINFO"), "{text}");
     }
 }
