@@ -79,23 +79,22 @@ impl Usage {
         self.reasoning_tokens = self.reasoning_tokens.max(later.reasoning_tokens);
     }
 
-    /// Reads an OpenAI `usage` object (chat completions, legacy completions, embeddings).
+    /// Reads an OpenAI `usage` object (chat completions, legacy completions, embeddings) from a parsed tree, for
+    /// tests; the proxy reads bytes ([`openai_body_usage`], [`OpenAiStreamUsage`]) with the same parser.
     ///
     /// Returns `None` when `usage` is not an object or has neither `prompt_tokens` nor `completion_tokens` (a
     /// `null` count is no count). DeepSeek-style `prompt_cache_hit_tokens` is accepted when
     /// `prompt_tokens_details.cached_tokens` is absent.
-    pub fn from_openai_usage(usage: &Value) -> Option<Usage> {
+    #[cfg(test)]
+    pub(crate) fn from_openai_usage(usage: &Value) -> Option<Usage> {
         Lenient::<OpenAiUsage>::deserialize(usage).ok()?.0?.usage()
     }
 
-    /// Reads `usage` from an OpenAI JSON response body (chat completion, completion or embeddings).
-    pub fn from_openai_json(body: &Value) -> Option<Usage> {
+    /// Reads `usage` from a parsed OpenAI response body or stream chunk, for tests (see
+    /// [`Usage::from_openai_usage`]); `None` for the many chunks that carry none (or `null`).
+    #[cfg(test)]
+    pub(crate) fn from_openai_json(body: &Value) -> Option<Usage> {
         Self::from_openai_usage(body.get("usage")?)
-    }
-
-    /// Reads `usage` from one parsed OpenAI stream chunk; `None` for the many chunks that carry none (or `null`).
-    pub fn from_openai_chunk(chunk: &Value) -> Option<Usage> {
-        Self::from_openai_json(chunk)
     }
 
     /// This usage as an OpenAI `usage` object, the inverse of [`Usage::from_openai_usage`].
@@ -145,8 +144,10 @@ impl std::ops::AddAssign for Usage {
 }
 
 /// True for the extra chunk OpenAI sends when `stream_options.include_usage` is set: `choices` empty and a
-/// non-null `usage`. The proxy asks for it to charge streams exactly and drops it again when the client did not.
-pub fn is_usage_only_chunk(chunk: &Value) -> bool {
+/// non-null `usage`. The proxy asks for it to charge streams exactly and drops it again when the client did not
+/// ([`OpenAiStreamUsage::observe`] decides with the same parser); this reads a parsed chunk, for tests.
+#[cfg(test)]
+pub(crate) fn is_usage_only_chunk(chunk: &Value) -> bool {
     UsageChunk::deserialize(chunk).is_ok_and(|c| c.is_usage_only())
 }
 
@@ -643,11 +644,11 @@ mod tests {
         let content = json!({"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null});
         let final_chunk = json!({"id":"c","object":"chat.completion.chunk","choices":[],
             "usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}});
-        assert_eq!(Usage::from_openai_chunk(&content), None);
+        assert_eq!(Usage::from_openai_json(&content), None);
         assert!(!is_usage_only_chunk(&content));
         assert!(is_usage_only_chunk(&final_chunk));
         assert_eq!(
-            Usage::from_openai_chunk(&final_chunk),
+            Usage::from_openai_json(&final_chunk),
             Some(Usage {
                 input_tokens: 9,
                 output_tokens: 2,
