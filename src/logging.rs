@@ -287,20 +287,21 @@ mod tests {
         }
     }
 
-    fn settings(format: LogFormat, prompts: bool) -> LogSettings {
-        LogSettings { format, prompts }
+    /// What `emit` logs through the subscriber of `format` (`prompts` on or off), filtered by `filter`.
+    fn logged(format: LogFormat, prompts: bool, filter: &str, emit: impl FnOnce(&LogSettings)) -> String {
+        let capture = Capture::default();
+        let settings = LogSettings { format, prompts };
+        let sub = subscriber(&settings, EnvFilter::new(filter), capture.clone());
+        tracing::subscriber::with_default(sub, || emit(&settings));
+        capture.text()
     }
 
     #[test]
     fn json_request_line_has_the_fields_and_no_key() {
-        let capture = Capture::default();
-        let s = settings(LogFormat::Json, false);
-        let sub = subscriber(&s, EnvFilter::new("info"), capture.clone());
-        tracing::subscriber::with_default(sub, || {
+        let text = logged(LogFormat::Json, false, "info", |s| {
             request(&entry());
-            prompt(&s, "req-7", "summarise the merger memo");
+            prompt(s, "req-7", "summarise the merger memo");
         });
-        let text = capture.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1, "one line per request and no prompt: {text}");
         let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
@@ -319,26 +320,21 @@ mod tests {
 
     #[test]
     fn prompts_are_logged_only_when_turned_on() {
-        let capture = Capture::default();
-        let s = settings(LogFormat::Text, true);
-        let sub = subscriber(&s, EnvFilter::new("info"), capture.clone());
-        tracing::subscriber::with_default(sub, || prompt(&s, "req-7", "summarise the merger memo"));
-        assert!(capture.text().contains("merger"));
+        let text = logged(LogFormat::Text, true, "info", |s| {
+            prompt(s, "req-7", "summarise the merger memo")
+        });
+        assert!(text.contains("merger"));
     }
 
     #[test]
     fn failures_log_at_warn_in_text() {
-        let capture = Capture::default();
-        let s = settings(LogFormat::Text, false);
-        let sub = subscriber(&s, EnvFilter::new("warn"), capture.clone());
         let mut failed = entry();
         failed.status = Status::Failed;
         failed.http_status = 502;
-        tracing::subscriber::with_default(sub, || {
+        let text = logged(LogFormat::Text, false, "warn", |_| {
             request(&entry());
             request(&failed);
         });
-        let text = capture.text();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(
             text.contains("WARN") && text.contains("status=\"failed\"") || text.contains("status=failed"),
@@ -348,10 +344,7 @@ mod tests {
 
     #[test]
     fn refusals_log_one_line_with_the_error_at_info_or_warn_by_fault() {
-        let capture = Capture::default();
-        let s = settings(LogFormat::Json, false);
-        let sub = subscriber(&s, EnvFilter::new("info"), capture.clone());
-        tracing::subscriber::with_default(sub, || {
+        let text = logged(LogFormat::Json, false, "info", |_| {
             refused("req-1", None, "chat", &Error::unauthorized("Invalid API key."));
             refused(
                 "req-2",
@@ -361,7 +354,6 @@ mod tests {
                     .with_code("no_model_available"),
             );
         });
-        let text = capture.text();
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 2, "{text}");
         let (auth, unavailable) = (&lines[0], &lines[1]);
@@ -388,14 +380,10 @@ mod tests {
 
     #[test]
     fn a_refusal_reason_cannot_forge_a_line_in_text() {
-        let capture = Capture::default();
-        let s = settings(LogFormat::Text, false);
-        let sub = subscriber(&s, EnvFilter::new("info"), capture.clone());
         let forged = "x\nINFO switchyard::request: request finished status=\"ok\"";
-        tracing::subscriber::with_default(sub, || {
+        let text = logged(LogFormat::Text, false, "info", |_| {
             refused("req-3", None, "chat", &Error::model_not_found(forged))
         });
-        let text = capture.text();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("reason=\"The model `x\\nINFO"), "{text}");
     }
