@@ -179,10 +179,7 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Response {
         Ok(response) => response,
         Err(error) => {
             if upstream_wait.is_zero() {
-                state
-                    .metrics
-                    .observe_refused(Some(&team), error.status_code().as_u16());
-                crate::logging::refused(&request_id, Some(&team), endpoint.operation(), &error);
+                record_refused(&state, &request_id, Some(&team), endpoint, &error);
             }
             let overhead = started.elapsed().saturating_sub(upstream_wait);
             let mut response = axum::response::IntoResponse::into_response(error);
@@ -190,6 +187,19 @@ pub async fn proxy(state: AppState, call: Call, body: Bytes) -> Response {
             response
         }
     }
+}
+
+/// Counts and logs a request refused before any upstream call, which has no ledger entry; `team` is `None` before
+/// authentication.
+pub fn record_refused(
+    state: &AppState,
+    request_id: &str,
+    team: Option<&str>,
+    endpoint: Endpoint,
+    error: &Error,
+) {
+    state.metrics.observe_refused(team, error.status_code().as_u16());
+    crate::logging::refused(request_id, team, endpoint.operation(), error);
 }
 
 fn set_overhead(headers: &mut HeaderMap, overhead: Duration) {

@@ -162,8 +162,7 @@ fn refuse(
     endpoint: Endpoint,
     error: Error,
 ) -> Response {
-    state.metrics.observe_refused(team, error.status_code().as_u16());
-    crate::logging::refused(request_id, team, endpoint.operation(), &error);
+    pipeline::record_refused(state, request_id, team, endpoint, &error);
     error.into_response()
 }
 
