@@ -111,6 +111,9 @@ pub struct Deployment {
     /// Without a trailing slash, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
     pub api_key: Option<Secret>,
+    /// The header that carries `api_key` upstream (`authorization: Bearer …`, Azure's `api-key`, Anthropic's
+    /// `x-api-key`), built once at load and marked sensitive, so a request only clones it.
+    pub credential: Option<(HeaderName, HeaderValue)>,
     /// The variable the key was expected in, for "set OPENAI_API_KEY" hints when it is missing.
     pub api_key_env: Option<String>,
     pub azure_api_version: Option<String>,
@@ -600,6 +603,27 @@ fn validate_deployment(
             probe_interval: l.probe_interval,
         }
     });
+    let credential = api_key.as_ref().and_then(|key| {
+        let (name, value) = match (kind, d.azure_api_version.is_some()) {
+            (ProviderKind::Anthropic, _) => ("x-api-key", key.expose().to_owned()),
+            (ProviderKind::OpenAi, true) => ("api-key", key.expose().to_owned()),
+            (ProviderKind::OpenAi, false) => ("authorization", format!("Bearer {}", key.expose())),
+        };
+        match HeaderValue::try_from(value) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                Some((HeaderName::from_static(name), value))
+            }
+            Err(_) => {
+                // The key itself is never echoed.
+                issues.push(
+                    format!("{path}.api_key"),
+                    "the key holds characters an HTTP header cannot carry",
+                );
+                None
+            }
+        }
+    });
     if d.azure_api_version.is_some() && kind != ProviderKind::OpenAi {
         issues.push(
             format!("{path}.azure_api_version"),
@@ -611,6 +635,7 @@ fn validate_deployment(
         kind,
         base_url,
         api_key,
+        credential,
         api_key_env,
         azure_api_version: d.azure_api_version,
         anthropic_version: d.anthropic_version.unwrap_or_else(|| "2023-06-01".to_owned()),
@@ -817,6 +842,63 @@ models:
         let c = Config::from_yaml(GOOD, "t", Path::new("."), &HashMap::new()).unwrap();
         assert!(c.deployments["openai"].missing_credentials());
         assert!(format!("{:?}", c.deployments["openai"]).contains("OPENAI_API_KEY"));
+    }
+
+    #[test]
+    fn each_kind_sends_its_key_in_its_own_header_built_at_load() {
+        let text = r#"
+deployments:
+  openai: { kind: openai, base_url: "https://api.openai.com/v1", api_key: "env:KEY" }
+  azure: { kind: openai, base_url: "https://x.openai.azure.com/openai/deployments/d", api_key: "env:KEY",
+           azure_api_version: "2024-10-21" }
+  anthropic: { kind: anthropic, base_url: "https://api.anthropic.com/v1", api_key: "env:KEY" }
+  local: { kind: openai, base_url: "http://127.0.0.1:11434/v1" }
+models:
+  - { name: m, deployments: [openai, azure, anthropic, local], price: { input: 1, output: 1 } }
+"#;
+        let e = HashMap::from([("KEY".to_owned(), "sk-abc".to_owned())]);
+        let c = Config::from_yaml(text, "t", Path::new("."), &e).unwrap();
+        let header = |d: &str| {
+            c.deployments[d].credential.as_ref().map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    value.to_str().unwrap().to_owned(),
+                    value.is_sensitive(),
+                )
+            })
+        };
+        assert_eq!(
+            header("openai"),
+            Some(("authorization".into(), "Bearer sk-abc".into(), true))
+        );
+        assert_eq!(header("azure"), Some(("api-key".into(), "sk-abc".into(), true)));
+        assert_eq!(
+            header("anthropic"),
+            Some(("x-api-key".into(), "sk-abc".into(), true))
+        );
+        assert_eq!(header("local"), None);
+        assert!(
+            !format!("{:?}", c.deployments["openai"]).contains("sk-abc"),
+            "debug prints hide the key"
+        );
+
+        // A key no header can carry is a load error at its path (it used to be a 500 on every request), and the
+        // key is not echoed.
+        let e = HashMap::from([("KEY".to_owned(), "sk-abc\nInjected: 1".to_owned())]);
+        let Err(ConfigError::Invalid { issues, .. }) = Config::from_yaml(text, "t", Path::new("."), &e)
+        else {
+            panic!("expected validation issues");
+        };
+        let paths: Vec<_> = issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "deployments.anthropic.api_key",
+                "deployments.azure.api_key",
+                "deployments.openai.api_key"
+            ]
+        );
+        assert!(!issues.iter().any(|i| i.message.contains("sk-abc")), "{issues:?}");
     }
 
     #[test]

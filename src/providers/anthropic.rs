@@ -231,16 +231,8 @@ pub fn build_request(
     client_headers: &http::HeaderMap,
     body: bytes::Bytes,
 ) -> Result<http::Request<http_body_util::Full<bytes::Bytes>>, crate::error::Error> {
-    let credential = deployment
-        .api_key
-        .as_ref()
-        .map(|key| ("x-api-key", key.expose().to_owned()));
-    let mut builder = super::post_builder(
-        deployment,
-        format!("{}/messages", deployment.base_url),
-        credential,
-    )?
-    .header("anthropic-version", deployment.anthropic_version.as_str());
+    let mut builder = super::post_builder(deployment, format!("{}/messages", deployment.base_url))
+        .header("anthropic-version", deployment.anthropic_version.as_str());
     for name in PASSTHROUGH_HEADERS {
         if let Some(v) = client_headers.get(name) {
             builder = builder.header(name, v);

@@ -10,11 +10,7 @@ pub mod openai;
 /// A POST to `uri` carrying what every provider request carries: JSON content type, Switchyard's user agent, the
 /// deployment's credential header (marked sensitive, so it never reaches a debug print) and its configured extra
 /// headers. Callers add their provider's own headers, then [`with_body`].
-pub(crate) fn post_builder(
-    deployment: &crate::config::Deployment,
-    uri: String,
-    credential: Option<(&'static str, String)>,
-) -> Result<http::request::Builder, crate::error::Error> {
+pub(crate) fn post_builder(deployment: &crate::config::Deployment, uri: String) -> http::request::Builder {
     let mut builder = http::Request::builder()
         .method(http::Method::POST)
         .uri(uri)
@@ -23,17 +19,13 @@ pub(crate) fn post_builder(
             http::header::USER_AGENT,
             concat!("switchyard/", env!("CARGO_PKG_VERSION")),
         );
-    if let Some((name, value)) = credential {
-        let mut value = http::HeaderValue::try_from(value).map_err(|_| {
-            crate::error::Error::internal(format!("deployment {} has a malformed API key", deployment.name))
-        })?;
-        value.set_sensitive(true);
+    if let Some((name, value)) = &deployment.credential {
         builder = builder.header(name, value);
     }
     for (name, value) in &deployment.headers {
         builder = builder.header(name, value);
     }
-    Ok(builder)
+    builder
 }
 
 /// Finishes a request started by [`post_builder`].

@@ -40,15 +40,8 @@ pub fn build_request(
         uri.push_str("?api-version=");
         uri.push_str(version);
     }
-    let credential = deployment.api_key.as_ref().map(|key| {
-        if deployment.azure_api_version.is_some() {
-            ("api-key", key.expose().to_owned())
-        } else {
-            ("authorization", format!("Bearer {}", key.expose()))
-        }
-    });
-    let builder = super::post_builder(deployment, uri, credential)?
-        .header(header::ACCEPT, "application/json, text/event-stream");
+    let builder =
+        super::post_builder(deployment, uri).header(header::ACCEPT, "application/json, text/event-stream");
     super::with_body(builder, deployment, body)
 }
 
