@@ -612,21 +612,19 @@ fn estimate(upstream_model: &str, request_body: &[u8], generated: &str) -> Usage
 
 impl Finisher {
     /// Finishes a request whose provider reported no usage: counts its tokens locally ([`estimate`]) on the
-    /// blocking pool and records the row from there, flagged `estimated` (after a graceful drain it goes to the
-    /// spool). `outcome.usage` and `outcome.estimated` are replaced.
+    /// blocking pool, one count at a time ([`crate::usage_estimate::CountQueue`]), and records the row from there,
+    /// flagged `estimated` (after a graceful drain it goes to the spool). `outcome.usage` and `outcome.estimated`
+    /// are replaced.
     fn finish_counted_locally(self, generated: String, outcome: Outcome) {
-        let count_and_finish = move || {
+        let state = self.state.clone();
+        state.counts.push(&state.tasks, move || {
             let usage = estimate(&self.target.model.upstream_model, &self.request_body, &generated);
             self.finish(Outcome {
                 usage,
                 estimated: true,
                 ..outcome
             });
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(count_and_finish)),
-            Err(_) => count_and_finish(),
-        }
+        });
     }
 
     fn overhead(&self) -> Duration {

@@ -74,6 +74,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         metrics,
         store,
         tasks: TaskTracker::new(),
+        counts: Default::default(),
         draining: Arc::new(AtomicBool::new(false)),
         config: Arc::new(config),
     }))

@@ -52,8 +52,10 @@ pub struct Shared {
     pub budgets: Budgets,
     pub ledger: Ledger,
     pub metrics: Metrics,
-    /// Background work tied to requests (ledger hand-off after a stream ends); drained on shutdown.
+    /// Background work tied to requests (ledger hand-off after a stream ends, local counts); drained on shutdown.
     pub tasks: TaskTracker,
+    /// Local token counts for requests whose provider reported no usage, run one at a time.
+    pub counts: crate::usage_estimate::CountQueue,
     pub draining: Arc<AtomicBool>,
 }
 

@@ -13,10 +13,13 @@
 //! Counting is CPU work (tens of nanoseconds per token once warm); the first count of a vocabulary in a process
 //! also loads it (about a tenth of a second), so callers on the request path do it in `spawn_blocking`.
 
-use std::sync::LazyLock;
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use serde_json::Value;
 use tiktoken::CoreBpe;
+use tokio_util::task::TaskTracker;
 
 use crate::usage::Usage;
 
@@ -43,6 +46,71 @@ pub fn count_text(model: &str, text: &str) -> u64 {
         return 0;
     }
     bpe_for(model).count(text) as u64
+}
+
+/// Local counts waiting to run, one at a time per server ([`CountQueue::push`]). Cheap to clone (one handle).
+#[derive(Clone, Default)]
+pub struct CountQueue {
+    state: Arc<Mutex<QueueState>>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    /// A drainer is running (or about to): it takes every job queued before it finds the queue empty.
+    draining: bool,
+}
+
+impl CountQueue {
+    /// Runs `job` (a local count and what follows it) on the blocking pool after the jobs queued before it, one
+    /// job at a time; without a Tokio runtime it runs here and now.
+    ///
+    /// One at a time because the tiktoken crate keeps a 1.25 MB piece cache in each thread that counts, and a
+    /// blocking task per count spread a burst over as many threads as it had counts in flight (200 clients whose
+    /// every stream was counted locally: 286 threads; 8 with this queue). A job queued while a drainer runs is taken
+    /// by that drainer; otherwise it starts one, tracked by `tasks`, so a graceful shutdown waits for the queued
+    /// counts before it drains the ledger.
+    pub fn push(&self, tasks: &TaskTracker, job: impl FnOnce() + Send + 'static) {
+        let start_drainer = {
+            let mut state = self.lock();
+            state.jobs.push_back(Box::new(job));
+            !std::mem::replace(&mut state.draining, true)
+        };
+        if start_drainer {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let queue = self.clone();
+                drop(tasks.spawn_blocking(move || queue.drain()));
+            } else {
+                self.drain();
+            }
+        }
+    }
+
+    fn drain(&self) {
+        loop {
+            let job = {
+                let mut state = self.lock();
+                match state.jobs.pop_front() {
+                    Some(job) => job,
+                    None => {
+                        state.draining = false;
+                        return;
+                    }
+                }
+            };
+            // A job that panics must not take the drainer, and with it every later count, down.
+            if std::panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+                tracing::error!("a local token count panicked; its request is not recorded");
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // Jobs run outside the lock, so a poisoned lock only means a panic between two plain field updates.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Every string inside a JSON value, concatenated with spaces (message content parts, tool arguments, …).
@@ -151,6 +219,66 @@ mod tests {
             assert_eq!(count_text("claude-sonnet-4", text), o200k, "{text}");
             assert_eq!(count_text("llama-3.1-8b", text), o200k, "{text}");
             assert_eq!(count_text("mock-d0", text), o200k, "{text}");
+        }
+    }
+
+    #[test]
+    fn queued_counts_run_one_at_a_time_each_once_in_the_order_queued() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .build()
+            .unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let (queue, tasks) = (CountQueue::default(), TaskTracker::new());
+        runtime.block_on(async {
+            for submitter in 0..4 {
+                let (running, most, order, done_tx) =
+                    (running.clone(), most.clone(), order.clone(), done_tx.clone());
+                let (queue, tasks) = (queue.clone(), tasks.clone());
+                tokio::spawn(async move {
+                    for i in 0..25 {
+                        let (running, most, order, done_tx) =
+                            (running.clone(), most.clone(), order.clone(), done_tx.clone());
+                        queue.push(&tasks, move || {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            order.lock().unwrap().push((submitter, i));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            done_tx.send(()).unwrap();
+                        });
+                        if i == 10 {
+                            // A job that panics does not stop the ones after it.
+                            queue.push(&tasks, || panic!("a count that fails"));
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                });
+            }
+        });
+        for _ in 0..100 {
+            done_rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("every queued count runs");
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1, "never two counts at once");
+        let order = order.lock().unwrap();
+        for submitter in 0..4 {
+            let mine: Vec<usize> = order
+                .iter()
+                .filter(|(s, _)| *s == submitter)
+                .map(|(_, i)| *i)
+                .collect();
+            assert_eq!(
+                mine,
+                (0..25).collect::<Vec<_>>(),
+                "each submitter's counts in the order queued"
+            );
         }
     }
 
