@@ -31,7 +31,7 @@ use crate::upstream::Upstream;
 
 /// Builds every long-lived component from the validated config.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
-    // The token vocabulary (about 15 MB) is loaded on the first estimate, not here: providers nearly always report
+    // The token vocabulary (about 13 MB) is loaded on the first estimate, not here: providers nearly always report
     // usage, so most deployments never need it.
     let store = Store::open(&config.database_url).await.with_context(|| {
         format!(

@@ -11,7 +11,7 @@
 //! proxy's 60 MB RSS budget.
 //!
 //! Counting is CPU work (tens of nanoseconds per token once warm); the first count of a vocabulary in a process
-//! also loads it (about a tenth of a second), so callers on the request path do it in `spawn_blocking`.
+//! also loads it (about a tenth of a second), so the proxy counts off the request path, through a [`CountQueue`].
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -60,7 +60,7 @@ type Job = Box<dyn FnOnce() + Send>;
 struct QueueState {
     jobs: VecDeque<Job>,
     /// A drainer is running (or about to): it takes every job queued before it finds the queue empty.
-    draining: bool,
+    drainer_running: bool,
 }
 
 impl CountQueue {
@@ -76,7 +76,7 @@ impl CountQueue {
         let start_drainer = {
             let mut state = self.lock();
             state.jobs.push_back(Box::new(job));
-            !std::mem::replace(&mut state.draining, true)
+            !std::mem::replace(&mut state.drainer_running, true)
         };
         if start_drainer {
             if tokio::runtime::Handle::try_current().is_ok() {
@@ -95,7 +95,7 @@ impl CountQueue {
                 match state.jobs.pop_front() {
                     Some(job) => job,
                     None => {
-                        state.draining = false;
+                        state.drainer_running = false;
                         return;
                     }
                 }
