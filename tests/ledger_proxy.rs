@@ -231,3 +231,41 @@ async fn with_the_ledger_off_requests_are_served_and_nothing_is_written() {
     let server = p.begin_shutdown();
     server.await.unwrap().unwrap();
 }
+
+/// A row whose local count is still running when the server is told to stop reaches the database, not the spool:
+/// shutdown waits for queued counts before it drains the ledger. The upstream model counts with r50k, which no
+/// other test here loads, so the count includes loading that vocabulary and overlaps the shutdown.
+async fn a_count_running_at_shutdown_is_written_before_the_ledger_drains(db: Db) {
+    let upstream = MockUpstream::builder().api_key(UPSTREAM_KEY).start().await;
+    let yaml = format!(
+        "{}  - name: legacy\n    deployments: [mock-openai]\n    upstream_model: davinci\n    \
+         price: {{ input: \"1\", output: \"2\" }}\n",
+        common::proxy::config_yaml(&upstream.url())
+    );
+    let mut p = TestProxy::start_with(&yaml, db).await;
+    upstream.push_behavior(Behavior::ok().omit_usage());
+    let body = json!({"model": "legacy", "stream": true,
+                      "messages": [{"role": "user", "content": "count these words for me please"}]});
+    let r = p.post("/v1/chat/completions", &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
+
+    let server = p.begin_shutdown();
+    server.await.unwrap().unwrap();
+    let stats = p.state.ledger.stats();
+    assert_eq!(
+        (stats.recorded, stats.written, stats.spooled),
+        (1, 1, 0),
+        "the counted row was written before the drain: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_count_running_at_shutdown_is_written_before_the_ledger_drains() {
+    a_count_running_at_shutdown_is_written_before_the_ledger_drains(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_count_running_at_shutdown_is_written_before_the_ledger_drains() {
+    a_count_running_at_shutdown_is_written_before_the_ledger_drains(Db::Postgres).await;
+}
