@@ -242,7 +242,7 @@ async fn a_count_running_at_shutdown_is_written_before_the_ledger_drains(db: Db)
          price: {{ input: \"1\", output: \"2\" }}\n",
         common::proxy::config_yaml(&upstream.url())
     );
-    let mut p = TestProxy::start_with(&yaml, db).await;
+    let p = TestProxy::start_with(&yaml, db).await;
     upstream.push_behavior(Behavior::ok().omit_usage());
     let body = json!({"model": "legacy", "stream": true,
                       "messages": [{"role": "user", "content": "count these words for me please"}]});
@@ -250,9 +250,10 @@ async fn a_count_running_at_shutdown_is_written_before_the_ledger_drains(db: Db)
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert!(r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
 
-    let server = p.begin_shutdown();
-    server.await.unwrap().unwrap();
-    let stats = p.state.ledger.stats();
+    // `stop` shuts the server down gracefully (and drops the test's Postgres database); the counters outlive it.
+    let ledger = p.state.ledger.clone();
+    p.stop().await;
+    let stats = ledger.stats();
     assert_eq!(
         (stats.recorded, stats.written, stats.spooled),
         (1, 1, 0),
