@@ -372,3 +372,67 @@ async fn the_spend_command_reports_the_ledger() {
     assert!(run("csv").starts_with("team,requests,input_tokens,output_tokens,spend_usd"));
     assert!(run("table").contains("TOTAL"));
 }
+
+/// The writer is not woken for each row: rows wait in the queue until the first of them has waited the flush
+/// interval, or until a whole batch is pending, which is then written at once; a queue shorter than a batch
+/// wakes it when half full, before rows would overflow into the spool.
+#[tokio::test]
+async fn a_full_batch_is_written_without_waiting_for_the_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let mut s = settings(&dir.path().join("spool"), 60_000);
+    s.max_batch = 10;
+    let ledger = Ledger::start(store.clone(), &s).unwrap();
+    for i in 0..9 {
+        ledger.record(entry(i));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        ledger.stats().written,
+        0,
+        "nine rows of a ten-row batch wait for the flush interval"
+    );
+    ledger.record(entry(9));
+    assert!(
+        eventually(Duration::from_secs(5), || async { ledger.stats().written == 10 }).await,
+        "the tenth row completes a batch: {:?}",
+        ledger.stats()
+    );
+    for i in 10..25 {
+        ledger.record(entry(i));
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || async { ledger.stats().written == 20 }).await,
+        "{:?}",
+        ledger.stats()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        ledger.stats().written,
+        20,
+        "the last five rows wait for the flush interval"
+    );
+    ledger.drain().await;
+    assert_eq!(ledger.stats().written, 25);
+    assert_eq!(ledger.stats().batches, 3);
+
+    // A queue of 8 rows, batches of 1,000: four pending rows wake the writer.
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let mut s = settings(&dir.path().join("spool"), 60_000);
+    s.queue_capacity = 8;
+    let ledger = Ledger::start(store.clone(), &s).unwrap();
+    for i in 0..3 {
+        ledger.record(entry(i));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ledger.stats().written, 0);
+    for i in 3..40 {
+        ledger.record(entry(i));
+        // Paced like traffic, so that the writer gets to run between rows.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    ledger.drain().await;
+    let stats = ledger.stats();
+    assert_eq!((stats.written, stats.spooled), (40, 0), "{stats:?}");
+}

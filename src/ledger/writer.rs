@@ -1,10 +1,10 @@
 //! The ledger writer: a bounded queue drained in batches into the database, with the spool as the fallback.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
@@ -51,6 +51,10 @@ pub struct Ledger {
 
 struct Inner {
     queue: mpsc::Sender<Row>,
+    /// How many pending rows make [`Ledger::record`] wake the writer early, through `batch_ready`: a whole batch,
+    /// or half the queue when that is shorter.
+    ready_at: usize,
+    pending: Arc<Pending>,
     /// Taken by [`Ledger::drain`], so draining twice is harmless.
     receiver_closer: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     spool: Spool,
@@ -76,12 +80,17 @@ impl Ledger {
         let (close_tx, close_rx) = tokio::sync::oneshot::channel();
         let tracker = TaskTracker::new();
         let db_up = Arc::new(AtomicBool::new(true));
+        let max_batch = settings.max_batch.max(1);
+        // A queue shorter than a batch wakes the writer when half full, before it overflows into the spool.
+        let ready_at = max_batch.min(settings.queue_capacity.max(1).div_ceil(2));
+        let pending = Arc::new(Pending::default());
         let writer = Writer {
             store,
             spool: spool.clone(),
             counters: counters.clone(),
             flush_interval: settings.flush_interval,
-            max_batch: settings.max_batch.max(1),
+            max_batch,
+            pending: pending.clone(),
             known: KnownPartitions::new(),
             sqlite: None,
             db_up: db_up.clone(),
@@ -93,6 +102,8 @@ impl Ledger {
             counters,
             inner: Some(Arc::new(Inner {
                 queue,
+                ready_at,
+                pending,
                 receiver_closer: Mutex::new(Some(close_tx)),
                 spool,
                 tracker,
@@ -109,7 +120,10 @@ impl Ledger {
             return;
         };
         let row = Row::from(entry);
+        // Counted before it is sent, so that the writer never takes a row it has not counted yet.
+        let pending = inner.pending.rows.fetch_add(1, Ordering::Relaxed) + 1;
         if let Err(e) = inner.queue.try_send(row) {
+            inner.pending.rows.fetch_sub(1, Ordering::Relaxed);
             let row = match e {
                 mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
             };
@@ -119,6 +133,8 @@ impl Ledger {
                 tracing::error!(request_id = %rows.first().map_or("", |r| r.request_id.as_str()),
                     "ledger row lost: queue full and spool stopped");
             }
+        } else if pending >= inner.ready_at {
+            inner.pending.batch_ready.notify_one();
         }
     }
 
@@ -174,12 +190,22 @@ impl Ledger {
     }
 }
 
+/// Rows recorded and not yet taken into a batch by the writer (those in the queue, and the first row of the batch
+/// it is gathering), and how [`Ledger::record`] tells it that a batch is ready.
+#[derive(Default)]
+struct Pending {
+    rows: AtomicUsize,
+    batch_ready: Notify,
+}
+
 struct Writer {
     store: Store,
     spool: Spool,
     counters: SharedCounters,
     flush_interval: Duration,
     max_batch: usize,
+    /// Rows recorded and not yet taken into a batch; with the writer's wake-up.
+    pending: Arc<Pending>,
     known: KnownPartitions,
     /// With SQLite, the writer's own connection, on a low-priority thread (opened on first use, dropped after a
     /// failed write so the next one starts afresh).
@@ -211,22 +237,28 @@ impl Writer {
                     }
                 }
             }
-            // Then fill it until it is full or the first row has waited a flush interval.
-            let deadline = Instant::now() + self.flush_interval;
-            while batch.len() < self.max_batch {
+            // Then let the batch gather in the queue until the first row has waited a flush interval, a whole
+            // batch (or half the queue) is pending, or the ledger is closing; and take it. Meanwhile the writer
+            // does not wait on the queue itself: that would wake it (a task switch and a timer reset) for every
+            // row, that is for every request.
+            if batch.len() < self.max_batch && !closing {
                 tokio::select! {
                     biased;
-                    row = rx.recv() => match row {
-                        Some(row) => batch.push(row),
-                        None => break,
-                    },
-                    _ = &mut close, if !closing => {
+                    _ = &mut close => {
                         closing = true;
                         rx.close();
                     }
-                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = self.pending.batch_ready.notified() => {}
+                    _ = tokio::time::sleep(self.flush_interval) => {}
                 }
             }
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(row) => batch.push(row),
+                    Err(_) => break,
+                }
+            }
+            self.pending.rows.fetch_sub(batch.len(), Ordering::Relaxed);
             self.flush(std::mem::take(&mut batch)).await;
             self.maybe_replay().await;
         }
