@@ -8,7 +8,8 @@
 //!   when the queue is full or closed — hands it to the [`spool`] (an append-only local file).
 //! - The [`writer`] task takes rows off the queue in batches (at most `ledger.max_batch` rows, at most
 //!   `ledger.flush_interval` after the first row arrived; `record` wakes it once a whole batch is pending, not
-//!   for every row) and writes each batch with one statement, which also updates the daily rollup. When the database fails, the batch goes to the spool, fsync'd by group commit.
+//!   for every row) and writes each batch with one statement, which also updates the daily rollup. When the
+//!   database fails, the batch goes to the spool, fsync'd by group commit.
 //! - When the database answers again the writer replays the spool, then deletes each replayed segment. A row's
 //!   key is (request id, time) and inserts are `ON CONFLICT DO NOTHING`, so a replay that repeats rows already
 //!   written (a crash between insert and delete, an insert that timed out but committed) writes nothing twice;
