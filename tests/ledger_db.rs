@@ -373,16 +373,22 @@ async fn the_spend_command_reports_the_ledger() {
     assert!(run("table").contains("TOTAL"));
 }
 
+/// A SQLite-backed ledger with a flush interval of a minute and the given batch and queue sizes; with its folder.
+async fn ledger_sized(max_batch: usize, queue_capacity: usize) -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let mut s = settings(&dir.path().join("spool"), 60_000);
+    s.max_batch = max_batch;
+    s.queue_capacity = queue_capacity;
+    (dir, Ledger::start(store, &s).unwrap())
+}
+
 /// The writer is not woken for each row: rows wait in the queue until the first of them has waited the flush
 /// interval, or until a whole batch is pending, which is then written at once; a queue shorter than a batch
 /// wakes it when half full, before rows would overflow into the spool.
 #[tokio::test]
 async fn a_full_batch_is_written_without_waiting_for_the_flush_interval() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(dir.path()).await;
-    let mut s = settings(&dir.path().join("spool"), 60_000);
-    s.max_batch = 10;
-    let ledger = Ledger::start(store.clone(), &s).unwrap();
+    let (_dir, ledger) = ledger_sized(10, 100_000).await;
     for i in 0..9 {
         ledger.record(entry(i));
     }
@@ -417,11 +423,7 @@ async fn a_full_batch_is_written_without_waiting_for_the_flush_interval() {
     assert_eq!(ledger.stats().batches, 3);
 
     // A queue of 8 rows, batches of 1,000: four pending rows wake the writer.
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(dir.path()).await;
-    let mut s = settings(&dir.path().join("spool"), 60_000);
-    s.queue_capacity = 8;
-    let ledger = Ledger::start(store.clone(), &s).unwrap();
+    let (_dir, ledger) = ledger_sized(1000, 8).await;
     for i in 0..3 {
         ledger.record(entry(i));
     }
