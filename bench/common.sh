@@ -24,3 +24,17 @@ start_mock() {
   taskset -c 0 "$work/bench/mock/target/release/mock-openai" --port 18080 >"$work/mock.log" 2>&1 &
   mock=$!
 }
+
+# Starts `bin` pinned to CPU 1 with the benchmark config (bench/switchyard-bench.yaml) and an embedded SQLite store
+# named `$1` in the work folder, and waits until it answers; sets `key` to a new API key and `pid` to its PID.
+# SWITCHYARD_LOG (default info) sets its log level.
+start_switchyard() {
+  export SWITCHYARD_CONFIG="$root/bench/switchyard-bench.yaml"
+  export DATABASE_URL="sqlite://$work/$1.sqlite?mode=rwc"
+  export BENCH_UPSTREAM_KEY=sk-bench
+  export SWITCHYARD_LOG="${SWITCHYARD_LOG:-info}"
+  key="$("$bin" keys create --user bench --team bench 2>/dev/null)"
+  taskset -c 1 "$bin" serve 2>"$work/switchyard.log" &
+  pid=$!
+  for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18181/healthz >/dev/null && break; sleep 0.1; done
+}

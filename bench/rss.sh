@@ -20,14 +20,7 @@ build_switchyard
 trap 'kill "${pid:-}" "${mock:-}" 2>/dev/null || true' EXIT
 start_mock
 
-export SWITCHYARD_CONFIG="$root/bench/switchyard-bench.yaml"
-export DATABASE_URL="sqlite://$work/rss.sqlite?mode=rwc"
-export BENCH_UPSTREAM_KEY=sk-bench
-export SWITCHYARD_LOG=info
-key="$("$bin" keys create --user bench --team bench 2>/dev/null)"
-taskset -c 1 "$bin" serve 2>"$work/switchyard.log" &
-pid=$!
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18181/healthz >/dev/null && break; sleep 0.1; done
+start_switchyard rss
 
 memory() { grep -E '^(VmRSS|VmHWM)' "/proc/$pid/status" | tr -s ' \t' ' ' | tr '\n' ' '; }
 sleep 1

@@ -9,15 +9,7 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk"; ex
 . "$(dirname "$0")/common.sh"
 build_switchyard
 trap 'kill "${pid:-}" 2>/dev/null || true' EXIT
-export SWITCHYARD_CONFIG="$root/bench/switchyard-bench.yaml"
-export DATABASE_URL="sqlite://$work/bench.sqlite?mode=rwc"
-export BENCH_UPSTREAM_KEY=sk-bench
-export SWITCHYARD_LOG="${SWITCHYARD_LOG:-info}"
-key="$("$bin" keys create --user bench --team bench 2>/dev/null)"
-
-taskset -c 1 "$bin" serve 2>"$work/switchyard.log" &
-pid=$!
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18181/healthz >/dev/null && break; sleep 0.1; done
+start_switchyard bench
 
 cd "$work/bench"
 if [ -n "${PEERS:-}" ]; then

@@ -7,10 +7,20 @@
 //! background thread that a library starts for us is started from a short-lived thread that lowered its own
 //! priority first.
 
-/// How many nice levels below request handling background threads run. On a contended core the scheduler then
-/// gives such a thread about a tenth of the time and lets a request preempt it; the ledger needs a few per cent at
-/// the proxy's peak rate and buffers the rest in its queue, the log writer less.
+/// How many nice levels below request handling the log writer runs. On a contended core the scheduler then gives
+/// it about a tenth of the time and lets a request preempt it; it needs about one per cent at the proxy's peak rate.
 pub const BACKGROUND_NICE_OFFSET: i32 = 10;
+
+/// How many nice levels below request handling the embedded database's writes (the ledger) run.
+///
+/// The offset sets the share of a saturated core the ledger can get: about 9.7 % at 10 levels, 14.4 % at 8, 25 % at
+/// 5 (a weight of 1024 / 1.25^n against the request thread's 1024). With the proxy on one core at its peak rate
+/// (`bench/sustained.sh`), a row costs the SQLite thread about 3.7 µs against about 30 µs for the request: the
+/// ledger needs about 11 % of the core. At 10 levels it fell behind, filled its queue in about 15 s and spilled to
+/// the spool, which halved the throughput. At 8 it keeps up, with a third to spare. Fewer levels buy nothing more
+/// and cost tail latency: with the thread reniced under the same load, the p99 of the requests was 1.6–1.7 ms at
+/// 8 levels, 1.7–1.9 ms at 7, 2.2–2.5 ms at 5 and about 4 ms at 0 (1.5 ms at 10, while it lasted).
+pub const LEDGER_NICE_OFFSET: i32 = 8;
 
 /// Lowers the calling thread's CPU priority by `offset` nice levels (at most to 19). A failure only costs latency,
 /// so it is logged, not returned. Does nothing off Linux.
@@ -28,27 +38,27 @@ pub fn lower_thread_priority(offset: i32) {
 #[cfg(not(target_os = "linux"))]
 pub fn lower_thread_priority(_offset: i32) {}
 
-/// Spawns a thread named `name` that lowers its own priority by [`BACKGROUND_NICE_OFFSET`] and then runs `run`:
-/// the threads `run` spawns inherit that priority.
-pub fn spawn_lowered<T, F>(name: &str, run: F) -> std::io::Result<std::thread::JoinHandle<T>>
+/// Spawns a thread named `name` that lowers its own priority by `offset` nice levels and then runs `run`: the
+/// threads `run` spawns inherit that priority.
+pub fn spawn_lowered<T, F>(name: &str, offset: i32, run: F) -> std::io::Result<std::thread::JoinHandle<T>>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
     std::thread::Builder::new().name(name.to_owned()).spawn(move || {
-        lower_thread_priority(BACKGROUND_NICE_OFFSET);
+        lower_thread_priority(offset);
         run()
     })
 }
 
-/// [`spawn_lowered`], waiting for `start` to return and returning what it returned. Blocks: for start-up code, not
-/// for async tasks.
+/// [`spawn_lowered`] by [`BACKGROUND_NICE_OFFSET`], waiting for `start` to return and returning what it returned.
+/// Blocks: for start-up code, not for async tasks.
 pub fn start_in_background<T, F>(name: &str, start: F) -> std::io::Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    spawn_lowered(name, start)?
+    spawn_lowered(name, BACKGROUND_NICE_OFFSET, start)?
         .join()
         .map_err(|_| std::io::Error::other(format!("the {name} thread panicked")))
 }

@@ -438,3 +438,94 @@ async fn a_full_batch_is_written_without_waiting_for_the_flush_interval() {
     let stats = ledger.stats();
     assert_eq!((stats.written, stats.spooled), (40, 0), "{stats:?}");
 }
+
+/// Lines in the spool folder's segments.
+fn spooled_lines(dir: &std::path::Path) -> usize {
+    spool_segments(dir)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap().lines().count())
+        .sum()
+}
+
+/// Rows that find the queue full (the database slower than the traffic) go to the spool a group at a time, not
+/// one message and one fsync each, and wait there until the writer has caught up; then every row is stored once.
+#[tokio::test]
+async fn rows_that_find_the_queue_full_are_spooled_in_groups_and_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let spool = dir.path().join("spool");
+    let mut s = settings(&spool, 60_000);
+    s.max_batch = 8;
+    s.queue_capacity = 8;
+    let ledger = Ledger::start(store.clone(), &s).unwrap();
+    let entries: Vec<_> = (0..600).map(entry).collect();
+    let expected: Decimal = entries.iter().map(|e| e.cost).sum();
+    // Recorded without yielding to the runtime, so the writer cannot take any: all but the queue's 8 overflow.
+    for e in entries {
+        ledger.record(e);
+    }
+    // The spool has a thread of its own; give it time to write, still without letting the writer run.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        spooled_lines(&spool),
+        512,
+        "two full groups of 256 are spooled; the other 80 rows wait for the writer"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            ledger_totals(&store).await.0 == 600
+        })
+        .await,
+        "{:?}",
+        ledger.stats()
+    );
+    ledger.drain().await;
+    let stats = ledger.stats();
+    assert_eq!(
+        (stats.written, stats.spooled, stats.replayed, stats.lost),
+        (600, 592, 592, 0),
+        "{stats:?}"
+    );
+    assert_eq!(ledger_totals(&store).await, (600, expected));
+    assert_eq!(rollup_totals(&store).await, (600, expected));
+    assert_eq!(spool_segments(&spool), Vec::<std::path::PathBuf>::new());
+}
+
+/// Several batches pending at once are written one after the other: the writer waits for the flush interval only
+/// when less than a batch is pending.
+#[tokio::test]
+async fn batches_pending_at_once_are_written_without_waiting() {
+    let (_dir, ledger) = ledger_sized(8, 100).await;
+    for i in 0..24 {
+        ledger.record(entry(i));
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || async { ledger.stats().written == 24 }).await,
+        "three batches were pending; the flush interval is a minute: {:?}",
+        ledger.stats()
+    );
+    assert_eq!(ledger.stats().batches, 3);
+    ledger.drain().await;
+}
+
+/// A replay reads a whole segment into memory, so a segment is closed once it holds 10,000 rows, however long the
+/// database stays away or behind.
+#[tokio::test]
+async fn a_spool_segment_is_closed_after_ten_thousand_rows() {
+    use switchyard::ledger::spool::Spool;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let rows: Vec<Row> = (0..4000).map(|i| Row::from(entry(i))).collect();
+    for _ in 0..6 {
+        spool.append(rows.clone()).await.unwrap();
+    }
+    let mut sizes = Vec::new();
+    for path in spool.rotate().await.unwrap() {
+        sizes.push(Spool::read(path).await.unwrap().rows.len());
+    }
+    assert_eq!(
+        sizes,
+        [12_000, 12_000],
+        "each segment is closed by the append that takes it past 10,000 rows"
+    );
+}

@@ -5,19 +5,21 @@
 //! How a row travels, and why nothing is lost or written twice:
 //!
 //! - [`Ledger::record`] never blocks and never waits for the database: it puts the row on a bounded queue, or —
-//!   when the queue is full or closed — hands it to the [`spool`] (an append-only local file).
+//!   when the queue is full or closed — hands it to the [`spool`] (an append-only local file); rows that find the
+//!   queue full go there in groups, with the writer's next batch at the latest.
 //! - The [`writer`] task takes rows off the queue in batches (at most `ledger.max_batch` rows, at most
 //!   `ledger.flush_interval` after the first row arrived; `record` wakes it once a whole batch is pending, not
 //!   for every row) and writes each batch with one statement, which also updates the daily rollup. When the
 //!   database fails, the batch goes to the spool, fsync'd by group commit.
-//! - When the database answers again the writer replays the spool, then deletes each replayed segment. A row's
+//! - When the database answers again, and the writer has caught up with the queue, it replays the spool, then
+//!   deletes each replayed segment. A row's
 //!   key is (request id, time) and inserts are `ON CONFLICT DO NOTHING`, so a replay that repeats rows already
 //!   written (a crash between insert and delete, an insert that timed out but committed) writes nothing twice;
 //!   the rollup is fed only from rows actually inserted.
 //! - [`Ledger::drain`] (graceful shutdown) closes the queue and writes or spools everything still held.
 //!
 //! After `kill -9`, what is lost is what sat in memory: at most one flush interval of rows (plus the time of the
-//! insert in flight). `tests/ledger_kill.rs` measures it.
+//! insert in flight), and while the queue is full the overflow gathered since the last batch. `tests/ledger_kill.rs` measures it.
 
 pub mod leases;
 pub mod report;

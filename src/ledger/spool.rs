@@ -1,6 +1,7 @@
 //! The spool: an append-only local file for ledger rows the database could not take.
 //!
-//! Rows are JSON lines in numbered segment files (`ledger-0000000000000001.jsonl`, …) under `ledger.spool_dir`.
+//! Rows are JSON lines in numbered segment files (`ledger-0000000000000001.jsonl`, …) under `ledger.spool_dir`,
+//! each closed after [`MAX_SEGMENT_ROWS`] rows.
 //! One dedicated thread owns the files. It takes every message waiting in its channel, writes them, and calls
 //! `fsync` once for the lot (group commit), then acknowledges each; a writer that awaits the acknowledgement knows
 //! its rows are on disk. A plain thread rather than a tokio task because every step is a blocking syscall and
@@ -30,6 +31,9 @@ const LOCK_FILE: &str = ".lock";
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most messages written between two fsyncs; bounds the latency of the first one in a burst.
 const MAX_GROUP: usize = 4096;
+/// Rows after which a segment is closed and the next append starts a new one. A replay reads a whole segment into
+/// memory, so this bounds what a replay holds (about 7 MB) however long the database was away or behind.
+const MAX_SEGMENT_ROWS: usize = 10_000;
 
 enum Msg {
     Append {
@@ -80,6 +84,7 @@ impl Spool {
             _lock: lock,
             dir: dir.to_owned(),
             active: None,
+            active_rows: 0,
             next_seq,
             dirty: dirty.clone(),
         };
@@ -288,6 +293,8 @@ struct Thread {
     _lock: File,
     dir: PathBuf,
     active: Option<BufWriter<File>>,
+    /// Rows written to the active segment.
+    active_rows: usize,
     next_seq: u64,
     dirty: Arc<AtomicBool>,
 }
@@ -331,8 +338,9 @@ impl Thread {
                 }
             }
             let synced = result.and_then(|()| self.sync());
-            if synced.is_err() {
-                // Start a fresh segment next time rather than appending after a failed write.
+            if synced.is_err() || self.active_rows >= MAX_SEGMENT_ROWS {
+                // Start a fresh segment next time: rather than appending after a failed write, and once this one
+                // holds enough rows (it is durable now, and replayable on its own).
                 self.active = None;
             }
             answer(&mut acks, &synced);
@@ -349,6 +357,7 @@ impl Thread {
             // The new file's directory entry must survive a crash too.
             File::open(&self.dir)?.sync_all()?;
             self.active = Some(BufWriter::with_capacity(256 * 1024, file));
+            self.active_rows = 0;
         }
         let Some(out) = self.active.as_mut() else {
             return Err(io::Error::other("no active spool segment"));
@@ -356,6 +365,7 @@ impl Thread {
         for row in rows {
             serde_json::to_writer(&mut *out, row)?;
             out.write_all(b"\n")?;
+            self.active_rows += 1;
         }
         Ok(())
     }

@@ -111,9 +111,9 @@ impl Store {
         Ok(())
     }
 
-    /// A SQLite connection of its own for background writers (the ledger), whose worker thread runs at a lower
-    /// CPU priority than request handling (Linux; elsewhere a plain connection); `None` for Postgres, whose work
-    /// runs in the server's processes.
+    /// A SQLite connection of its own for background writers (the ledger), whose worker thread runs
+    /// [`crate::priority::LEDGER_NICE_OFFSET`] nice levels below request handling (Linux; elsewhere a plain
+    /// connection); `None` for Postgres, whose work runs in the server's processes.
     ///
     /// Why: the embedded database does its work in the proxy's process, on the proxy's cores. Measured with the
     /// proxy on one core, a ledger flush (hundreds of rows) at normal priority held the core for milliseconds at a
@@ -128,9 +128,13 @@ impl Store {
         // sqlx starts the connection's worker thread from the thread that first polls `connect`, and a thread
         // inherits its creator's priority; so the connection is opened from a short-lived thread that lowered its
         // own priority first.
-        let spawned = crate::priority::spawn_lowered("sqlite-connect", move || {
-            drop(tx.send(runtime.block_on(options.connect())));
-        });
+        let spawned = crate::priority::spawn_lowered(
+            "sqlite-connect",
+            crate::priority::LEDGER_NICE_OFFSET,
+            move || {
+                drop(tx.send(runtime.block_on(options.connect())));
+            },
+        );
         if let Err(e) = spawned {
             return Some(Err(StoreError::Sqlx(sqlx::Error::Io(e))));
         }
