@@ -275,7 +275,6 @@ impl Writer {
                         continue;
                     }
                     _ = tokio::time::sleep(RETRY_INTERVAL) => {
-                        self.spool_overflow().await;
                         self.maybe_replay().await;
                         continue;
                     }
@@ -313,9 +312,9 @@ impl Writer {
             self.pending.rows.fetch_sub(batch.len(), Ordering::Relaxed);
             self.flush(std::mem::take(&mut batch)).await;
             self.spool_overflow().await;
-            // Replaying while the queue is still full would add the spool's rows to a database that is already
-            // behind: they wait until the writer has caught up.
-            if self.pending.rows.load(Ordering::Relaxed) < self.max_batch {
+            // Replaying while a batch is already pending would add the spool's rows to a database that is behind:
+            // they wait until the writer has caught up.
+            if self.pending.rows.load(Ordering::Relaxed) < self.ready_at {
                 self.maybe_replay().await;
             }
         }
