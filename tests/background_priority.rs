@@ -1,8 +1,8 @@
 //! Background threads run below the proxy's priority (Linux, `switchyard::priority`): the ledger's embedded-database
 //! thread 8 nice levels lower (`Store::background_sqlite` opens its connection from a thread that lowered its nice
-//! value, and sqlx's worker thread inherits it) and the server's log writer 10 lower. Its own test binary, so that no other test's threads
-//! come and go while it counts them, and so that the server's global log subscriber can be installed. The log
-//! writer also rests between writes, so that it is not woken once per line.
+//! value, and sqlx's worker thread inherits it) and the server's log writer 10 lower. Its own test binary, so that
+//! no other test's threads come and go while it counts them, and so that the server's global log subscriber can be
+//! installed. The log writer also rests between writes, so that it is not woken once per line.
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -50,7 +50,7 @@ async fn the_ledger_connection_runs_eight_nice_levels_lower() {
     assert_eq!(switchyard::priority::LEDGER_NICE_OFFSET, 8);
     // The pool's threads are started from this one and inherit its priority.
     let base = this_threads_nice();
-    let lowered = (base + 8).min(19);
+    let lowered = (base + i64::from(switchyard::priority::LEDGER_NICE_OFFSET)).min(19);
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(dir.path()).await;
     assert!(

@@ -373,14 +373,16 @@ async fn the_spend_command_reports_the_ledger() {
     assert!(run("table").contains("TOTAL"));
 }
 
-/// A SQLite-backed ledger with a flush interval of a minute and the given batch and queue sizes; with its folder.
-async fn ledger_sized(max_batch: usize, queue_capacity: usize) -> (tempfile::TempDir, Ledger) {
+/// A SQLite-backed ledger with a flush interval of a minute and the given batch and queue sizes; with its folder
+/// (the spool is its `spool` subfolder) and store.
+async fn ledger_sized(max_batch: usize, queue_capacity: usize) -> (tempfile::TempDir, Store, Ledger) {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(dir.path()).await;
     let mut s = settings(&dir.path().join("spool"), 60_000);
     s.max_batch = max_batch;
     s.queue_capacity = queue_capacity;
-    (dir, Ledger::start(store, &s).unwrap())
+    let ledger = Ledger::start(store.clone(), &s).unwrap();
+    (dir, store, ledger)
 }
 
 /// The writer is not woken for each row: rows wait in the queue until the first of them has waited the flush
@@ -388,7 +390,7 @@ async fn ledger_sized(max_batch: usize, queue_capacity: usize) -> (tempfile::Tem
 /// wakes it when half full, before rows would overflow into the spool.
 #[tokio::test]
 async fn a_full_batch_is_written_without_waiting_for_the_flush_interval() {
-    let (_dir, ledger) = ledger_sized(10, 100_000).await;
+    let (_dir, _store, ledger) = ledger_sized(10, 100_000).await;
     for i in 0..9 {
         ledger.record(entry(i));
     }
@@ -423,7 +425,7 @@ async fn a_full_batch_is_written_without_waiting_for_the_flush_interval() {
     assert_eq!(ledger.stats().batches, 3);
 
     // A queue of 8 rows, batches of 1,000: four pending rows wake the writer.
-    let (_dir, ledger) = ledger_sized(1000, 8).await;
+    let (_dir, _store, ledger) = ledger_sized(1000, 8).await;
     for i in 0..3 {
         ledger.record(entry(i));
     }
@@ -451,13 +453,8 @@ fn spooled_lines(dir: &std::path::Path) -> usize {
 /// one message and one fsync each, and wait there until the writer has caught up; then every row is stored once.
 #[tokio::test]
 async fn rows_that_find_the_queue_full_are_spooled_in_groups_and_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(dir.path()).await;
+    let (dir, store, ledger) = ledger_sized(8, 8).await;
     let spool = dir.path().join("spool");
-    let mut s = settings(&spool, 60_000);
-    s.max_batch = 8;
-    s.queue_capacity = 8;
-    let ledger = Ledger::start(store.clone(), &s).unwrap();
     let entries: Vec<_> = (0..600).map(entry).collect();
     let expected: Decimal = entries.iter().map(|e| e.cost).sum();
     // Recorded without yielding to the runtime, so the writer cannot take any: all but the queue's 8 overflow.
@@ -495,7 +492,7 @@ async fn rows_that_find_the_queue_full_are_spooled_in_groups_and_stored_once() {
 /// when less than a batch is pending.
 #[tokio::test]
 async fn batches_pending_at_once_are_written_without_waiting() {
-    let (_dir, ledger) = ledger_sized(8, 100).await;
+    let (_dir, _store, ledger) = ledger_sized(8, 100).await;
     for i in 0..24 {
         ledger.record(entry(i));
     }

@@ -54,9 +54,6 @@ pub struct Ledger {
 
 struct Inner {
     queue: mpsc::Sender<Row>,
-    /// How many pending rows make [`Ledger::record`] wake the writer early, through `batch_ready`: a whole batch,
-    /// or half the queue when that is shorter.
-    ready_at: usize,
     pending: Arc<Pending>,
     /// Taken by [`Ledger::drain`], so draining twice is harmless.
     receiver_closer: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
@@ -84,16 +81,19 @@ impl Ledger {
         let tracker = TaskTracker::new();
         let db_up = Arc::new(AtomicBool::new(true));
         let max_batch = settings.max_batch.max(1);
-        // A queue shorter than a batch wakes the writer when half full, before it overflows into the spool.
-        let ready_at = max_batch.min(settings.queue_capacity.max(1).div_ceil(2));
-        let pending = Arc::new(Pending::default());
+        let pending = Arc::new(Pending {
+            // A queue shorter than a batch wakes the writer when half full, before it overflows into the spool.
+            ready_at: max_batch.min(settings.queue_capacity.max(1).div_ceil(2)),
+            rows: AtomicUsize::new(0),
+            batch_ready: Notify::new(),
+            overflow: std::sync::Mutex::default(),
+        });
         let writer = Writer {
             store,
             spool: spool.clone(),
             counters: counters.clone(),
             flush_interval: settings.flush_interval,
             max_batch,
-            ready_at,
             pending: pending.clone(),
             known: KnownPartitions::new(),
             sqlite: None,
@@ -106,7 +106,6 @@ impl Ledger {
             counters,
             inner: Some(Arc::new(Inner {
                 queue,
-                ready_at,
                 pending,
                 receiver_closer: Mutex::new(Some(close_tx)),
                 spool,
@@ -129,7 +128,7 @@ impl Ledger {
         let pending = inner.pending.rows.fetch_add(1, Ordering::Relaxed) + 1;
         match inner.queue.try_send(row) {
             Ok(()) => {
-                if pending >= inner.ready_at {
+                if pending >= inner.pending.ready_at {
                     inner.pending.batch_ready.notify_one();
                 }
             }
@@ -222,8 +221,10 @@ impl Ledger {
 /// peak rate, that work came on top of the database's own, and the throughput halved (31,000 → 15,000 requests/s,
 /// 31 → 60 µs of CPU each) for as long as the load lasted. Now the overflow goes to the spool in groups, and the
 /// spool is replayed only once the writer has caught up with the queue.
-#[derive(Default)]
 struct Pending {
+    /// How many pending rows make [`Ledger::record`] wake the writer early, through `batch_ready`: a whole batch,
+    /// or half the queue when that is shorter.
+    ready_at: usize,
     rows: AtomicUsize,
     batch_ready: Notify,
     /// At most [`OVERFLOW_GROUP`] rows; rows here are counted as spooled.
@@ -245,8 +246,6 @@ struct Writer {
     counters: SharedCounters,
     flush_interval: Duration,
     max_batch: usize,
-    /// See [`Inner::ready_at`].
-    ready_at: usize,
     /// Rows recorded and not yet taken into a batch; with the writer's wake-up.
     pending: Arc<Pending>,
     known: KnownPartitions,
@@ -287,7 +286,7 @@ impl Writer {
             // batch may have spent, so a count already at `ready_at` (several batches came at once) is not waited
             // for.
             if batch.len() < self.max_batch && !closing {
-                if self.pending.rows.load(Ordering::Relaxed) < self.ready_at {
+                if self.pending.rows.load(Ordering::Relaxed) < self.pending.ready_at {
                     tokio::select! {
                         biased;
                         _ = &mut close => {
@@ -314,7 +313,7 @@ impl Writer {
             self.spool_overflow().await;
             // Replaying while a batch is already pending would add the spool's rows to a database that is behind:
             // they wait until the writer has caught up.
-            if self.pending.rows.load(Ordering::Relaxed) < self.ready_at {
+            if self.pending.rows.load(Ordering::Relaxed) < self.pending.ready_at {
                 self.maybe_replay().await;
             }
         }
