@@ -26,10 +26,11 @@ start_mock() {
 }
 
 # Starts `bin` pinned to CPU 1 with the benchmark config (bench/switchyard-bench.yaml) and an embedded SQLite store
-# named `$1` in the work folder, and waits until it answers; sets `key` to a new API key and `pid` to its PID.
+# named `$1` in the work folder (SWITCHYARD_BENCH_CONFIG names another config), and waits until it answers; sets
+# `key` to a new API key and `pid` to its PID.
 # SWITCHYARD_LOG (default info) sets its log level.
 start_switchyard() {
-  export SWITCHYARD_CONFIG="$root/bench/switchyard-bench.yaml"
+  export SWITCHYARD_CONFIG="${SWITCHYARD_BENCH_CONFIG:-$root/bench/switchyard-bench.yaml}"
   export DATABASE_URL="sqlite://$work/$1.sqlite?mode=rwc"
   export BENCH_UPSTREAM_KEY=sk-bench
   export SWITCHYARD_LOG="${SWITCHYARD_LOG:-info}"
