@@ -39,3 +39,11 @@ start_switchyard() {
   pid=$!
   for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18181/healthz >/dev/null && break; sleep 0.1; done
 }
+
+# The set-up of a script that drives one Switchyard process itself: builds (or takes) the binary and starts the
+# mock, and stops both the mock and the Switchyard that `start_switchyard` starts when the script exits.
+prepare_single_proxy() {
+  build_switchyard
+  trap 'kill "${pid:-}" "${mock:-}" 2>/dev/null || true' EXIT
+  start_mock
+}

@@ -20,9 +20,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 . "$(dirname "$0")/common.sh"
-build_switchyard
-trap 'kill "${pid:-}" "${mock:-}" 2>/dev/null || true' EXIT
-start_mock
+prepare_single_proxy
 
 start_switchyard sustained
 

@@ -22,9 +22,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 . "$(dirname "$0")/common.sh"
-build_switchyard
-trap 'kill "${pid:-}" "${mock:-}" 2>/dev/null || true' EXIT
-start_mock
+prepare_single_proxy
 
 if [ "$ledger" = off ]; then
   # The benchmark config with the ledger turned off, to tell its share of the tail.
