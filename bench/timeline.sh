@@ -21,6 +21,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1"; exit 2 ;;
   esac
 done
+case "$ledger" in on | off) ;; *) echo "--ledger takes on or off, not $ledger"; exit 2 ;; esac
 . "$(dirname "$0")/common.sh"
 prepare_single_proxy
 
