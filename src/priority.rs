@@ -19,7 +19,9 @@ pub const BACKGROUND_NICE_OFFSET: i32 = 10;
 /// ledger needs about 11 % of the core. At 10 levels it fell behind, filled its queue in about 15 s and spilled to
 /// the spool, which halved the throughput. At 8 it keeps up, with a third to spare. Fewer levels buy nothing more
 /// and cost tail latency: with the thread reniced under the same load, the p99 of the requests was 1.6–1.7 ms at
-/// 8 levels, 1.7–1.9 ms at 7, 2.2–2.5 ms at 5 and about 4 ms at 0 (1.5 ms at 10, while it lasted).
+/// 8 levels, 1.7–1.9 ms at 7, 2.2–2.5 ms at 5 and about 4 ms at 0 (1.5 ms at 10, while it lasted). At 8 levels
+/// a wake-up does not preempt a busy request thread: the ledger's work waits for the scheduler's tick
+/// and then comes in stretches of a few milliseconds (`bench/timeline.sh`, `bench/README.md`).
 pub const LEDGER_NICE_OFFSET: i32 = 8;
 
 /// Lowers the calling thread's CPU priority by `offset` nice levels (at most to 19). A failure only costs latency,

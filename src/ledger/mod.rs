@@ -12,14 +12,14 @@
 //!   for every row) and writes each batch with one statement, which also updates the daily rollup. When the
 //!   database fails, the batch goes to the spool, fsync'd by group commit.
 //! - When the database answers again, and the writer has caught up with the queue, it replays the spool, then
-//!   deletes each replayed segment. A row's
-//!   key is (request id, time) and inserts are `ON CONFLICT DO NOTHING`, so a replay that repeats rows already
-//!   written (a crash between insert and delete, an insert that timed out but committed) writes nothing twice;
-//!   the rollup is fed only from rows actually inserted.
+//!   deletes each replayed segment. A row's key is (request id, time) and inserts are `ON CONFLICT DO NOTHING`,
+//!   so a replay that repeats rows already written (a crash between insert and delete, an insert that timed out
+//!   but committed) writes nothing twice; the rollup is fed only from rows actually inserted.
 //! - [`Ledger::drain`] (graceful shutdown) closes the queue and writes or spools everything still held.
 //!
 //! After `kill -9`, what is lost is what sat in memory: at most one flush interval of rows (plus the time of the
-//! insert in flight), and while the queue is full the overflow gathered since the last batch. `tests/ledger_kill.rs` measures it.
+//! insert in flight), and while the queue is full the overflow gathered since the last batch.
+//! `tests/ledger_kill.rs` measures it.
 
 pub mod leases;
 pub mod report;
