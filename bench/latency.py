@@ -33,8 +33,8 @@ from oha import run_oha, save_results, summarise, tree_cpu_seconds, wait_healthy
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def body(stream):
-    b = {"model": "mock-d0", "messages": [{"role": "user", "content": " ".join(["hello"] * 16)}], "max_tokens": 64}
+def body(stream, delay_ms):
+    b = {"model": f"mock-d{delay_ms}", "messages": [{"role": "user", "content": " ".join(["hello"] * 16)}], "max_tokens": 64}
     if stream:
         b["stream"] = True
         b["stream_options"] = {"include_usage": True}
@@ -106,6 +106,8 @@ def main():
                     help="requests/s, comma-separated; 0 is the closed loop (as fast as the connections go)")
     ap.add_argument("--modes", default="json", help="json, stream or both, comma-separated")
     ap.add_argument("--conc", type=int, default=16)
+    ap.add_argument("--delay", type=int, choices=[0, 50], default=0,
+                    help="the mock's delay before answering, ms (the model mock-d0 or mock-d50)")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--database-url", help="the store for keys and the ledger (default: SQLite in the work folder)")
@@ -140,7 +142,7 @@ def main():
             pids["nginx"] = nginx.pid
         for mode in modes:
             # Warm the key cache, the connection pools and the allocator (closed loop when that is all there is).
-            run_oha(a.oha, proxy_url, key, max(rates), 2, a.conc, a.loadgen_cpus, body(mode == "stream"))
+            run_oha(a.oha, proxy_url, key, max(rates), 2, a.conc, a.loadgen_cpus, body(mode == "stream", a.delay))
         for rep in range(a.repeats):
             for mode in modes:
                 for rate in rates:
@@ -148,7 +150,7 @@ def main():
                         pid = pids.get(name)
                         cpu0 = tree_cpu_seconds(pid) if pid else 0.0
                         report = run_oha(a.oha, url, k, rate, a.duration, a.conc, a.loadgen_cpus,
-                                         body(mode == "stream"))
+                                         body(mode == "stream", a.delay))
                         cpu1 = tree_cpu_seconds(pid) if pid else 0.0
                         total, ok, rps, p50, p99 = summarise(report)
                         r = {"rep": rep, "mode": mode, "rate": rate, "target": name, "requests": total, "ok": ok,
