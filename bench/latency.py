@@ -15,6 +15,9 @@ puts under any proxy (two more loopback hops, each waking a process on the other
 
 The proxy runs bench/switchyard-bench.yaml (named models, no classification, the embedded SQLite store with the
 ledger on), pinned to --proxy-cpus; oha and the mock to --loadgen-cpus. Reports medians over --repeats.
+--delay 50 asks the mock to wait 50 ms before it answers (the model mock-d50), as a real API does: the proxy's
+core then idles between requests even in the closed loop, so rate 0 shows the added latency of an unsaturated
+proxy at concurrency 16.
 
 Started by bench/latency.sh, which builds what is needed; see bench/README.md.
 """
