@@ -37,7 +37,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def body(stream, delay_ms):
-    b = {"model": f"mock-d{delay_ms}", "messages": [{"role": "user", "content": " ".join(["hello"] * 16)}], "max_tokens": 64}
+    b = {"model": f"mock-d{delay_ms}", "messages": [{"role": "user", "content": " ".join(["hello"] * 16)}],
+         "max_tokens": 64}
     if stream:
         b["stream"] = True
         b["stream_options"] = {"include_usage": True}
@@ -156,7 +157,8 @@ def main():
                                          body(mode == "stream", a.delay))
                         cpu1 = tree_cpu_seconds(pid) if pid else 0.0
                         total, ok, rps, p50, p99 = summarise(report)
-                        r = {"rep": rep, "mode": mode, "rate": rate, "target": name, "requests": total, "ok": ok,
+                        r = {"rep": rep, "mode": mode, "rate": rate, "delay_ms": a.delay, "target": name,
+                             "requests": total, "ok": ok,
                              "rps": rps, "p50_ms": p50, "p99_ms": p99,
                              "p999_ms": report["latencyPercentiles"].get("p99.9", 0) * 1000}
                         if pid:
@@ -181,7 +183,8 @@ def main():
                                  if (r["mode"], r["rate"], r["target"]) == (mode, rate, name))
 
     print()
-    print(f"Medians over {a.repeats} repeat(s), {a.conc} connections, {a.duration} s per point; "
+    print(f"Medians over {a.repeats} repeat(s), {a.conc} connections, {a.duration} s per point, "
+          f"mock delay {a.delay} ms; "
           f"Switchyard peak RSS {rss:.0f} MB.")
     print()
     print("| mode | rate /s | target | rps | p50 ms | p99 ms | + p50 ms | + p99 ms | CPU us / request | CPU % |")
